@@ -1,0 +1,144 @@
+"""All settings of the appliance, in one place.
+
+Sources, highest priority first: command-line flags, environment variables (prefix ``APPLIANCE_``), the
+TOML config file (``--config`` or ``APPLIANCE_CONFIG``; ``/etc/appliance/appliance.toml`` on the device),
+then the defaults below. Names follow ``tritonserver``'s flags where the two overlap, so
+``--model-repository`` is ``model_repository`` here and ``APPLIANCE_MODEL_REPOSITORY`` in the environment.
+
+Nothing is read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "APPLIANCE_"
+CONFIG_ENV = "APPLIANCE_CONFIG"
+
+
+class ModelControlMode(str, enum.Enum):
+    """How models get loaded, as in ``tritonserver --model-control-mode``."""
+
+    NONE = "none"
+    """Load every model in the repository at start; the repository API cannot load or unload."""
+    EXPLICIT = "explicit"
+    """Load only the models named by ``load_model`` at start; the repository API loads and unloads."""
+
+
+class Settings(BaseSettings):
+    """Settings of ``appliance serve``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", use_enum_values=False)
+
+    model_repository: Path = Path("/var/lib/appliance/models")
+    """Triton-layout model repository: ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/<version>/``."""
+
+    model_control_mode: ModelControlMode = ModelControlMode.NONE
+    """``none`` loads every model at start; ``explicit`` loads only ``load_model`` and allows load/unload."""
+
+    load_model: list[str] = Field(default_factory=list)
+    """Models to load at start in ``explicit`` mode (``*`` loads all)."""
+
+    http_address: str = "0.0.0.0"
+    """Address the REST (HTTP) endpoint binds to."""
+
+    http_port: int = Field(default=8000, ge=0, le=65535)
+    """REST port; 0 picks a free port. REST also serves ``/metrics``."""
+
+    grpc_address: str = "0.0.0.0"
+    """Address the gRPC endpoint binds to."""
+
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """gRPC port; 0 picks a free port."""
+
+    allow_http: bool = True
+    """Serve REST."""
+
+    allow_grpc: bool = True
+    """Serve gRPC."""
+
+    exit_timeout_secs: float = Field(default=30.0, ge=0)
+    """On SIGTERM, how long to wait for in-flight and queued requests to finish before exiting anyway."""
+
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Largest accepted request body (REST) or message (gRPC); larger ones get 413 / RESOURCE_EXHAUSTED."""
+
+    intra_op_threads: int = Field(default=1, ge=0)
+    """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's
+    ``parameters { key: "intra_op_thread_count" }`` overrides it."""
+
+    ort_allow_spinning: bool = False
+    """Let ONNX Runtime threads spin-wait for work. Off by default: spinning burns a core at low load."""
+
+    build_id: str = ""
+    """Build the software came from (a git commit); empty reads ``BUILD_ID`` from ``os_release_path``."""
+
+    os_release_path: Path = Path("/etc/os-release")
+    """Where the image records ``BUILD_ID``."""
+
+    log_level: str = "info"
+    """Log level: debug, info, warning or error."""
+
+    def resolved_build_id(self) -> str:
+        """The build id, from settings or the image's os-release; empty when neither has one."""
+        if self.build_id:
+            return self.build_id
+        try:
+            for line in self.os_release_path.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "BUILD_ID":
+                    return value.strip().strip('"')
+        except OSError:
+            pass
+        return ""
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the setting and, for a config file, the file."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from flags (``overrides``; None means not given), the environment and the
+    TOML config file (``config_file``, else ``$APPLIANCE_CONFIG``)."""
+    from pydantic import ValidationError
+
+    path = config_file or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if path is not None and not path.is_file():
+        raise SettingsError(f"config file {path}: not found")
+
+    class _FromSources(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            if path is None:
+                return (init_settings, env_settings)
+            return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path))
+
+    try:
+        loaded = _FromSources(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        where = f" (config file {path})" if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings{where}: {problems}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError names the line and column
+        raise SettingsError(f"config file {path}: {exc}") from None
+    return Settings.model_construct(**dict(loaded))
