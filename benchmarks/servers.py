@@ -1,0 +1,215 @@
+"""Servers under test: the appliance and the reference tritonserver, started on free ports, plus the
+process-tree CPU and RSS readings the benchmark reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchmarks.tritonserver import (
+    free_ports,
+    running_tritonserver,
+    stop_process_group,
+    wait_http_ready,
+    write_python_backend_repository,
+)
+
+__all__ = [
+    "RunningServer",
+    "ServerStartError",
+    "appliance_command",
+    "prepare_onnx_repository",
+    "running_appliance",
+    "running_server",
+    "tree_cpu_seconds",
+    "tree_rss_bytes",
+    "wait_models_ready",
+]
+
+
+class ServerStartError(RuntimeError):
+    """A server exited or was not ready in time; the message ends with the tail of its log."""
+
+
+@dataclass
+class RunningServer:
+    """What the benchmark needs of a started server."""
+
+    target: str  # "appliance" or "triton"
+    process: subprocess.Popen[bytes]
+    host: str
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    def url(self, transport: str) -> str:
+        return self.grpc_url if transport == "grpc" else self.http_url
+
+
+def prepare_onnx_repository(
+    dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0
+) -> Path:
+    """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models when None.
+
+    With ``max_queue_delay_us`` not None, every model that has ``dynamic_batching`` gets that queue delay
+    (the config is rewritten through Triton's ModelConfig protobuf, so nothing else changes).
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    if source is None:
+        from appliance.demo import write_demo_repository
+
+        write_demo_repository(dest)
+    else:
+        shutil.copytree(source, dest)
+    if max_queue_delay_us is not None:
+        for config_path in dest.glob("*/config.pbtxt"):
+            config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+            if config.HasField("dynamic_batching"):
+                config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+                config_path.write_text(text_format.MessageToString(config))
+    return dest
+
+
+def appliance_command() -> list[str]:
+    """The ``appliance`` console script of this interpreter's environment (or ``python -m appliance``)."""
+    script = Path(sys.executable).parent / "appliance"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("appliance")
+    return [found] if found else [sys.executable, "-m", "appliance"]
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def running_appliance(
+    repo: Path,
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    ready_timeout_s: float = 120.0,
+) -> Iterator[RunningServer]:
+    """``appliance serve`` on ``repo`` with free ports; yielded once ``/v2/health/ready`` is 200."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "appliance.log"
+    http_port, grpc_port = free_ports(2, host)
+    command = [
+        *appliance_command(), "serve",
+        "--model-repository", str(repo),
+        "--http-address", host, "--grpc-address", host,
+        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+        *extra_args,
+    ]
+    with log_path.open("ab") as log:
+        log.write(f"\n=== {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
+    try:
+        if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process):
+            state = "exited" if process.poll() is not None else "was not ready in time"
+            raise ServerStartError(f"appliance {state} (log {log_path}):\n{_log_tail(log_path)}")
+        yield RunningServer("appliance", process, host, http_port, grpc_port, log_path)
+    finally:
+        stop_process_group(process)
+
+
+@contextlib.contextmanager
+def running_server(
+    target: str,
+    onnx_repo: Path,
+    workdir: Path,
+    appliance_args: Sequence[str] = (),
+) -> Iterator[RunningServer]:
+    """Either server on ``onnx_repo`` (Triton gets a python-backend copy of it, same batching config)."""
+    if target == "appliance":
+        with running_appliance(onnx_repo, workdir / "appliance", appliance_args) as server:
+            yield server
+    elif target == "triton":
+        repo = write_python_backend_repository(onnx_repo, workdir / "triton-repo", max_queue_delay_us=None)
+        with running_tritonserver(repo, workdir / "triton") as triton:
+            yield RunningServer(
+                "triton", triton.process, triton.host, triton.http_port, triton.grpc_port, triton.log_path
+            )
+    else:
+        raise ValueError(f"unknown target {target!r}")
+
+
+def wait_models_ready(server: RunningServer, models: Sequence[str], timeout_s: float = 60.0) -> None:
+    """Wait until ``GET /v2/models/<m>/ready`` is 200 for each model."""
+    for model in models:
+        url = f"http://{server.http_url}/v2/models/{model}/ready"
+        if not wait_http_ready(url, timeout_s, server.process):
+            raise ServerStartError(f"{server.target}: model {model!r} not ready (log {server.log_path}):\n"
+                                   + _log_tail(server.log_path))
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return []
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [root]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and all its live descendants (and children it has reaped)."""
+    total = 0.0
+    for index, proc in enumerate(_tree(pid)):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = proc.cpu_times()
+            total += times.user + times.system
+            if index == 0:
+                total += times.children_user + times.children_system
+    return total
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid`` plus all its live descendants."""
+    total = 0
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += proc.memory_info().rss
+    return total
+
+
+def http_get(url: str, timeout_s: float = 5.0) -> int:
+    """Status code of ``GET url`` (0 when it cannot connect)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return 0

@@ -1,0 +1,193 @@
+"""Serving benchmark: closed-loop batch-1 load on the appliance and on NVIDIA Triton, side by side.
+
+    python benchmarks/serving.py                       # everything, 10 s a point
+    python benchmarks/serving.py --targets triton --models mlp --duration 2 --concurrency 1,64
+    python benchmarks/serving.py --soak 600            # RSS of our server under gRPC c=64 for 10 min
+
+Each point runs in a fresh client process (tritonclient; gRPC through grpc.aio, REST through gevent
+greenlets with binary tensors). CPU is read with psutil at the edges of the measured window, for the
+client process, for the server process and all its children, and for everything else on the machine
+("other": noise from other work; the figures mean little when it is high).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/serving.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference, run_point, run_soak
+from benchmarks.report import format_points, format_references, format_soak, format_targets, evaluate_targets
+from benchmarks.servers import ServerStartError, prepare_onnx_repository, running_server, wait_models_ready
+
+TARGETS = ("appliance", "triton")
+TRANSPORTS = ("grpc", "http")
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None) -> Any:
+    def parse(text: str) -> list[Any]:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError("empty list")
+        if choices is not None:
+            bad = [v for v in values if v not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return values
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/serving.py",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=("Targets from issue 3 (2 cores, client and server together): gRPC c=64 >= 1.5x Triton req/s "
+                "on both models; CNN gRPC c=64 >= 50%% of in-process batch-32 samples/s; c=1 with "
+                "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--targets", type=_csv(str, TARGETS), default=list(TARGETS),
+                        help="servers to measure: appliance (`appliance serve`) and/or triton (the real "
+                             "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX)")
+    parser.add_argument("--models", type=_csv(str), default=["mlp", "cnn"],
+                        help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)")
+    parser.add_argument("--transports", type=_csv(str, TRANSPORTS), default=list(TRANSPORTS),
+                        help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)")
+    parser.add_argument("--concurrency", type=_csv(int), default=[1, 16, 64],
+                        help="requests kept in flight (closed loop), one point per value")
+    parser.add_argument("--max-queue-delay-us", type=_csv(int), default=[0], metavar="US[,US]",
+                        help="dynamic_batching max_queue_delay_microseconds written into each config; one "
+                             "server start per value (e.g. 0,10000)")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds of the same load before each measured window")
+    parser.add_argument("--model-repository", type=Path, default=None,
+                        help="Triton-layout ONNX repository to use instead of the demo models (copied first)")
+    parser.add_argument("--grpc-client", choices=("aio", "threads"), default="aio",
+                        help="gRPC client: one grpc.aio channel, or one sync client per thread")
+    parser.add_argument("--http-client", choices=("gevent", "threads", "aio"), default="gevent",
+                        help="REST client: gevent greenlets on one pool, one sync client per thread, or http.aio")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the in-process ONNX Runtime batch-32 reference")
+    parser.add_argument("--reference-batch", type=int, default=32, help="batch of the in-process reference")
+    parser.add_argument("--appliance-arg", action="append", default=[], metavar="ARG",
+                        help="extra argument for `appliance serve` (repeat for several)")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="instead of the matrix: gRPC c=64 on --soak-model against the appliance for "
+                             "SECONDS, sampling the server's RSS every --soak-interval")
+    parser.add_argument("--soak-model", default="mlp", help="model of the soak")
+    parser.add_argument("--soak-interval", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--soak-target", choices=TARGETS, default="appliance", help="server of the soak")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where repositories and server logs go (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all results here")
+    return parser
+
+
+def _echo(text: str) -> None:
+    print(text, flush=True)
+
+
+def machine_info() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def run_references(args: argparse.Namespace, repo: Path) -> dict[str, Any]:
+    references: dict[str, Any] = {}
+    for model in args.models:
+        path = repo / model / "1" / "model.onnx"
+        if not path.exists():
+            continue
+        ref = onnxruntime_reference(path, args.reference_batch, args.duration)
+        references[model] = ref
+        _echo(f"  in-process ONNX Runtime {model}: {ref['samples_per_s']:,.0f} samples/s at batch "
+              f"{ref['batch']} ({ref['threads']} threads, {ref['ms_per_batch']:.2f} ms a batch)")
+    return references
+
+
+def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], list[str]]:
+    points: list[Point] = []
+    failures: list[str] = []
+    for delay in args.max_queue_delay_us:
+        repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
+        for target in args.targets:
+            _echo(f"== {target}, max_queue_delay_us={delay}")
+            try:
+                with running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg) as server:
+                    wait_models_ready(server, args.models)
+                    for model in args.models:
+                        for transport in args.transports:
+                            mode = args.grpc_client if transport == "grpc" else args.http_client
+                            for concurrency in args.concurrency:
+                                point = run_point(server, model, transport, concurrency, args.duration,
+                                                  args.warmup, delay, mode)
+                                points.append(point)
+                                _echo(format_points([point], header=False))
+            except (ServerStartError, RuntimeError, TimeoutError) as exc:
+                message = f"{target} (delay {delay} us): {exc}"
+                failures.append(message)
+                _echo(f"!! {message}")
+    return points, failures
+
+
+def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
+    delay = args.max_queue_delay_us[0]
+    repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
+    with running_server(args.soak_target, repo, workdir / f"soak-{args.soak_target}", args.appliance_arg) as server:
+        wait_models_ready(server, [args.soak_model])
+        _echo(f"== soak: {args.soak_target}, {args.soak_model}, gRPC c=64, {args.soak:.0f} s, "
+              f"RSS every {args.soak_interval:.0f} s")
+        return run_soak(server, args.soak_model, args.soak, args.warmup, args.soak_interval, echo=_echo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report: dict[str, Any] = {"machine": machine_info(),
+                              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    _echo(f"machine: {report['machine']['cpus']} CPUs, load average {report['machine']['loadavg'][0]:.2f} "
+          f"(client and server share it; 'other' CPU below is everything else running)")
+    with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if args.soak > 0:
+            result = soak(args, workdir)
+            report["soak"] = as_dict(result)
+            _echo(format_soak(result))
+            _echo(format_targets(evaluate_targets([], {}, result)))
+        else:
+            references: dict[str, Any] = {}
+            if not args.no_reference:
+                _echo("== in-process ONNX Runtime reference")
+                references = run_references(
+                    args, prepare_onnx_repository(workdir / "onnx-ref", args.model_repository, None))
+            _echo(format_points([], header=True))
+            points, failures = run_matrix(args, workdir)
+            report.update(references=references, points=[as_dict(p) for p in points], failures=failures)
+            _echo("\n== results")
+            _echo(format_points(points, header=True))
+            if references:
+                _echo(format_references(references))
+            targets = evaluate_targets(points, references, None)
+            report["targets"] = targets
+            _echo(format_targets(targets))
+            for failure in failures:
+                _echo(f"!! {failure.splitlines()[0]}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+        _echo(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
