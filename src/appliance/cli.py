@@ -108,7 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     from .server import serve
 
     try:
-        asyncio.run(serve(settings))
+        import uvloop  # the faster event loop, when installed; grpc.aio and uvicorn both run on it
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
     except OSError as exc:
         print(f"appliance serve: {exc}", file=sys.stderr)
         return 1

@@ -115,6 +115,7 @@ class DynamicBatcher:
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
+        self._schedule_soon = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -205,7 +206,11 @@ class DynamicBatcher:
             heapq.heappush(self._deadlines, (p.deadline, p.seq, p))
             if p.deadline < self._deadline_at:
                 self._arm_deadline_timer(p.deadline)
-        self._schedule()
+        if not self._schedule_soon:
+            # Schedule once per event loop pass, after every request that arrived in it has been queued:
+            # requests that arrive together are batched together even with max_queue_delay 0.
+            self._schedule_soon = True
+            loop.call_soon(self._scheduled)
         try:
             outputs = await p.future
         except asyncio.CancelledError:
@@ -259,6 +264,10 @@ class DynamicBatcher:
                 if size >= limit or not self._policy.combine:
                     return batch
         return batch
+
+    def _scheduled(self) -> None:
+        self._schedule_soon = False
+        self._schedule()
 
     def _schedule(self) -> None:
         while self._free and self._pending_samples > 0:
