@@ -11,13 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
-from google.protobuf import json_format
-
 from .. import __version__
 from ..backends import LoadError
 from ..settings import ModelControlMode, Settings
 from .errors import InvalidArgument, NotFound, Unavailable
-from .model_config import ModelConfig
+from .model_config import ModelConfig, to_json_dict
 from .repository import LoadOptions, ModelRepository
 from .stats import Metrics
 from .types import InferRequest, InferResponse
@@ -118,7 +116,7 @@ class DataPlane:
         return self.repository.get(name, version).config
 
     def model_config_dict(self, name: str, version: str = "") -> dict[str, Any]:
-        return json_format.MessageToDict(self.model_config(name, version), preserving_proto_field_name=True)
+        return to_json_dict(self.model_config(name, version))
 
     def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
         if name:
