@@ -1,6 +1,126 @@
-"""The ``appliance`` command."""
+"""The ``appliance`` command: ``serve`` and ``demo-repository``.
+
+Flags that ``tritonserver`` also has keep its names (``--model-repository``, ``--http-port``, ``--grpc-port``,
+``--model-control-mode``, ``--load-model``, ``--exit-timeout-secs``). Every flag is also a setting: see
+:mod:`appliance.settings` for the environment variables and the config file.
+"""
+
 from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from .settings import ENV_PREFIX, ModelControlMode, Settings, SettingsError, load_settings
+
+
+def _doc(name: str) -> str:
+    """A setting's documentation, from the docstring under its field, plus its environment variable."""
+    import ast
+    import inspect
+
+    source = inspect.getsource(Settings)
+    tree = ast.parse(source)
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
+            if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+                text = " ".join(str(following.value.value).split())
+                return f"{text} (env {ENV_PREFIX}{name.upper()})"
+    return f"(env {ENV_PREFIX}{name.upper()})"
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="appliance",
+        description="ML Inference Appliance: serve models over the Open Inference Protocol (KServe v2) "
+        "on REST and gRPC, with dynamic batching.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the models of a model repository over REST and gRPC",
+        description="Serve a Triton-layout model repository over REST and gRPC until SIGTERM, then drain.",
+    )
+    serve.add_argument("--config", type=Path, metavar="FILE",
+                       help="TOML config file with any of the settings below (env APPLIANCE_CONFIG)")
+    serve.add_argument("--model-repository", type=Path, metavar="DIR", help=_doc("model_repository"))
+    serve.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode],
+                       help=_doc("model_control_mode"))
+    serve.add_argument("--load-model", action="append", metavar="NAME", help=_doc("load_model") + "; repeatable")
+    serve.add_argument("--http-address", metavar="ADDR", help=_doc("http_address"))
+    serve.add_argument("--http-port", type=int, metavar="PORT", help=_doc("http_port"))
+    serve.add_argument("--grpc-address", metavar="ADDR", help=_doc("grpc_address"))
+    serve.add_argument("--grpc-port", type=int, metavar="PORT", help=_doc("grpc_port"))
+    serve.add_argument("--allow-http", type=_bool, metavar="BOOL", help=_doc("allow_http"))
+    serve.add_argument("--allow-grpc", type=_bool, metavar="BOOL", help=_doc("allow_grpc"))
+    serve.add_argument("--exit-timeout-secs", type=float, metavar="SECONDS", help=_doc("exit_timeout_secs"))
+    serve.add_argument("--max-request-bytes", type=int, metavar="BYTES", help=_doc("max_request_bytes"))
+    serve.add_argument("--intra-op-threads", type=int, metavar="N", help=_doc("intra_op_threads"))
+    serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
+    serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
+    serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=_doc("log_level"))
+
+    demo = sub.add_parser(
+        "demo-repository",
+        help="write a demo model repository (a tiny MLP and an image classifier CNN, seeded ONNX models)",
+        description="Write the demo models 'mlp' ([B,64] -> [B,10]) and 'cnn' ([B,3,64,64] -> [B,10], with "
+        "labels) into DIR, in Triton's layout with their config.pbtxt.",
+    )
+    demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    raise SystemExit("not yet")
+    args = build_parser().parse_args(argv)
+    if args.command == "demo-repository":
+        from .demo import write_demo_repository
+
+        try:
+            for folder in write_demo_repository(args.directory):
+                print(f"wrote {folder}")
+        except OSError as exc:
+            print(f"appliance demo-repository: {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 1
+        return 0
+
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        settings = load_settings(args.config, **flags)
+    except SettingsError as exc:
+        print(f"appliance serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from .server import serve
+
+    try:
+        import uvloop  # the faster event loop, when installed; grpc.aio and uvicorn both run on it
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings))
+    except OSError as exc:
+        print(f"appliance serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

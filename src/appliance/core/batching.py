@@ -1,0 +1,420 @@
+"""The dynamic batcher: one per model version, with Triton's ``dynamic_batching`` semantics.
+
+Requests wait in one queue per priority level (level 1 first). Whenever an execution instance is free the
+batcher forms a batch: up to ``max_batch_size`` samples of requests with the same shape, preferring the
+configured ``preferred_batch_size`` values, and waiting at most ``max_queue_delay_microseconds`` (counted from
+the oldest request) for a fuller batch. Without ``dynamic_batching`` each request runs on its own.
+
+Where it does better than Triton:
+- Queue timeouts fire on time from a timer on the event loop, even while every instance is busy
+  (Triton issue #7512). REJECT fails the request at its deadline; DELAY moves it behind every request that has
+  not timed out.
+- Timeouts cost no throughput (Triton issue #8870): a deadline is one heap push; expired and cancelled requests
+  are skipped lazily, never searched for.
+- A request whose caller has gone away (its task was cancelled) is dropped before it reaches a batch.
+- Batches whose measured compute time is tiny run on the event loop thread itself, saving two thread
+  hand-offs per batch; everything else runs on one thread per instance, outside the GIL.
+
+All times come from the monotonic clock (``loop.time()`` is ``time.monotonic()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DeadlineExceeded, InternalError, QueueFull, Unavailable
+from .model_config import BatchingPolicy
+
+log = logging.getLogger(__name__)
+
+_QUEUED, _RUNNING, _DONE = 0, 1, 2
+_DELAYED_QUEUE = -1
+
+
+class Payload:
+    """One request inside the batcher."""
+
+    __slots__ = (
+        "inputs", "batch_size", "shape_key", "queue", "deadline", "delay_on_timeout",
+        "future", "enqueued", "dispatched", "state", "seq",
+    )
+
+    def __init__(self, inputs: dict[str, np.ndarray], batch_size: int, shape_key: object) -> None:
+        self.inputs = inputs
+        self.batch_size = batch_size
+        self.shape_key = shape_key
+        self.queue = 0
+        self.deadline = 0.0
+        self.delay_on_timeout = False
+        self.future: asyncio.Future[dict[str, np.ndarray]] | None = None
+        self.enqueued = 0.0
+        self.dispatched = 0.0
+        self.state = _QUEUED
+        self.seq = 0
+
+
+@dataclass(slots=True)
+class Execution:
+    """Timings of one batch, for statistics (seconds)."""
+
+    batch_size: int
+    requests: int
+    input_s: float
+    infer_s: float
+    output_s: float
+
+
+ExecuteFn = Callable[[int, dict[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        policy: BatchingPolicy,
+        execute: ExecuteFn,
+        instance_count: int,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        on_execution: Callable[[Execution], None],
+        inline_compute_s: float = 0.0,
+        name: str = "",
+    ) -> None:
+        self._policy = policy
+        self._execute_fn = execute
+        self._instances = instance_count
+        self._input_names = list(input_names)
+        self._output_names = list(output_names)
+        self._on_execution = on_execution
+        self._inline_compute_s = inline_compute_s
+        self._name = name
+        self._queues: list[deque[Payload]] = [deque() for _ in range(policy.levels)]
+        self._delayed: deque[Payload] = deque()
+        self._live = [0] * policy.levels
+        self._live_delayed = 0
+        self._pending_samples = 0
+        self._free: list[int] = []
+        self._inflight = 0
+        self._deadlines: list[tuple[float, int, Payload]] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._deadline_at = float("inf")
+        self._delay_timer: asyncio.TimerHandle | None = None
+        self._seq = itertools.count()
+        self._compute_ewma = float("inf")
+        self._work: list[queue.SimpleQueue[list[Payload] | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accepting = False
+        self._schedule_soon = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the instance threads; call from the event loop."""
+        self._loop = asyncio.get_running_loop()
+        for instance in range(self._instances):
+            work: queue.SimpleQueue[list[Payload] | None] = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=self._worker, args=(instance, work), name=f"{self._name}#{instance}", daemon=True
+            )
+            self._work.append(work)
+            self._threads.append(thread)
+            thread.start()
+            self._free.append(instance)
+        self._accepting = True
+
+    async def drain(self) -> None:
+        """Stop taking requests, then wait until every queued and running request has finished."""
+        self._accepting = False
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Drain, then end the instance threads."""
+        await self.drain()
+        for work in self._work:
+            work.put(None)
+        await asyncio.to_thread(lambda: [t.join() for t in self._threads])
+        for timer in (self._deadline_timer, self._delay_timer):
+            if timer:
+                timer.cancel()
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting in the queues."""
+        return sum(self._live) + self._live_delayed
+
+    @property
+    def inflight(self) -> int:
+        """Batches executing now."""
+        return self._inflight
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        inputs: dict[str, np.ndarray],
+        batch_size: int,
+        shape_key: object = None,
+        priority: int = 0,
+        timeout_us: int = 0,
+    ) -> tuple[dict[str, np.ndarray], float, float]:
+        """Queue one request; return its outputs, when it was enqueued and when it was dispatched.
+
+        Raises QueueFull, DeadlineExceeded or Unavailable; if the caller is cancelled (client gone) while the
+        request still waits, the request is dropped and never runs.
+        """
+        if not self._accepting:
+            raise Unavailable(f"model '{self._name}' is not accepting requests")
+        policy = self._policy
+        level = policy.level_of(priority)
+        queue_policy = policy.queue_policy(level)
+        if queue_policy.max_queue_size and self._live[level] >= queue_policy.max_queue_size:
+            raise QueueFull(
+                f"model '{self._name}': queue of priority level {level + 1} is full "
+                f"(max_queue_size {queue_policy.max_queue_size})"
+            )
+        timeout = queue_policy.default_timeout_us
+        if timeout_us > 0 and queue_policy.allow_timeout_override:
+            timeout = min(timeout, timeout_us) if timeout else timeout_us
+
+        loop = self._loop
+        assert loop is not None
+        p = Payload(inputs, batch_size, shape_key)
+        p.queue = level
+        p.seq = next(self._seq)
+        p.enqueued = loop.time()
+        p.future = loop.create_future()
+        self._queues[level].append(p)
+        self._live[level] += 1
+        self._pending_samples += batch_size
+        self._idle.clear()
+        if timeout:
+            p.deadline = p.enqueued + timeout / 1e6
+            p.delay_on_timeout = queue_policy.timeout_action_delay
+            heapq.heappush(self._deadlines, (p.deadline, p.seq, p))
+            if p.deadline < self._deadline_at:
+                self._arm_deadline_timer(p.deadline)
+        if not self._schedule_soon:
+            # Schedule once per event loop pass, after every request that arrived in it has been queued:
+            # requests that arrive together are batched together even with max_queue_delay 0.
+            self._schedule_soon = True
+            loop.call_soon(self._scheduled)
+        try:
+            outputs = await p.future
+        except asyncio.CancelledError:
+            if p.state == _QUEUED:
+                self._unqueue(p)
+                self._check_idle()
+            raise
+        return outputs, p.enqueued, p.dispatched
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    def _unqueue(self, p: Payload) -> None:
+        p.state = _DONE
+        if p.queue == _DELAYED_QUEUE:
+            self._live_delayed -= 1
+        else:
+            self._live[p.queue] -= 1
+        self._pending_samples -= p.batch_size
+
+    def _ordered_queues(self) -> list[tuple[int, deque[Payload]]]:
+        return [*enumerate(self._queues), (_DELAYED_QUEUE, self._delayed)]
+
+    def _oldest_enqueued(self) -> float:
+        """Arrival time of the request that will head the next batch."""
+        for index, q in self._ordered_queues():
+            while q and (q[0].state != _QUEUED or q[0].queue != index):
+                q.popleft()
+            if q:
+                return q[0].enqueued
+        return float("inf")
+
+    def _take(self, limit: int) -> list[Payload]:
+        """Pop up to ``limit`` samples of same-shaped requests, in priority order."""
+        batch: list[Payload] = []
+        size = 0
+        key: object = None
+        for index, q in self._ordered_queues():
+            while q:
+                p = q[0]
+                if p.state != _QUEUED or p.queue != index:
+                    q.popleft()
+                    continue
+                if batch and (p.shape_key != key or size + p.batch_size > limit):
+                    break
+                q.popleft()
+                self._unqueue(p)
+                p.state = _RUNNING
+                batch.append(p)
+                key = p.shape_key
+                size += p.batch_size
+                if size >= limit or not self._policy.combine:
+                    return batch
+        return batch
+
+    def _scheduled(self) -> None:
+        self._schedule_soon = False
+        self._schedule()
+
+    def _schedule(self) -> None:
+        while self._free and self._pending_samples > 0:
+            batch = self._next_batch()
+            if not batch:
+                return
+            self._dispatch(self._free.pop(), batch)
+
+    def _next_batch(self) -> list[Payload] | None:
+        policy = self._policy
+        if not policy.combine:
+            return self._take(1)
+        total = self._pending_samples
+        preferred = policy.preferred_batch_sizes
+        full = total >= policy.max_batch_size or (preferred and total >= preferred[-1])
+        if not full and policy.max_queue_delay_us:
+            wait_until = self._oldest_enqueued() + policy.max_queue_delay_us / 1e6
+            assert self._loop is not None
+            if self._loop.time() < wait_until:
+                if self._delay_timer is None:
+                    self._delay_timer = self._loop.call_at(wait_until, self._on_delay_timer)
+                return None
+        limit = policy.max_batch_size
+        if preferred:
+            fitting = [size for size in preferred if size <= total]
+            if fitting:
+                limit = fitting[-1]
+        return self._take(limit)
+
+    def _on_delay_timer(self) -> None:
+        self._delay_timer = None
+        self._schedule()
+
+    # -- deadlines -------------------------------------------------------------------------------
+
+    def _arm_deadline_timer(self, when: float) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+        assert self._loop is not None
+        self._deadline_at = when
+        self._deadline_timer = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        assert self._loop is not None
+        self._deadline_timer = None
+        self._deadline_at = float("inf")
+        now = self._loop.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, p = heapq.heappop(self._deadlines)
+            if p.state != _QUEUED or p.queue == _DELAYED_QUEUE:
+                continue
+            if p.delay_on_timeout:
+                self._live[p.queue] -= 1
+                p.queue = _DELAYED_QUEUE
+                self._delayed.append(p)
+                self._live_delayed += 1
+                continue
+            self._unqueue(p)
+            assert p.future is not None
+            if not p.future.done():
+                waited_ms = (now - p.enqueued) * 1e3
+                p.future.set_exception(
+                    DeadlineExceeded(f"model '{self._name}': request timed out in the queue after {waited_ms:.1f} ms")
+                )
+        if self._deadlines:
+            self._arm_deadline_timer(self._deadlines[0][0])
+        self._check_idle()
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def _dispatch(self, instance: int, batch: list[Payload]) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        for p in batch:
+            p.dispatched = now
+        self._inflight += 1
+        if self._compute_ewma < self._inline_compute_s:
+            result = self._run(instance, batch)
+            self._complete(instance, batch, result, reschedule=False)
+        else:
+            self._work[instance].put(batch)
+
+    def _worker(self, instance: int, work: queue.SimpleQueue[list[Payload] | None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        while (batch := work.get()) is not None:
+            result = self._run(instance, batch)
+            try:
+                loop.call_soon_threadsafe(self._complete, instance, batch, result)
+            except RuntimeError:  # loop closed during shutdown
+                return
+
+    def _run(self, instance: int, batch: list[Payload]) -> tuple[list[dict[str, np.ndarray]], Execution] | Exception:
+        try:
+            t0 = time.perf_counter()
+            if len(batch) == 1:
+                inputs = batch[0].inputs
+            else:
+                inputs = {n: np.concatenate([p.inputs[n] for p in batch]) for n in self._input_names if n in batch[0].inputs}
+            t1 = time.perf_counter()
+            outputs = self._execute_fn(instance, inputs, self._output_names)
+            t2 = time.perf_counter()
+            if len(batch) == 1:
+                per_request = [outputs]
+            else:
+                per_request = []
+                offset = 0
+                for p in batch:
+                    end = offset + p.batch_size
+                    per_request.append({n: a[offset:end] for n, a in outputs.items()})
+                    offset = end
+            t3 = time.perf_counter()
+        except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch, never the server
+            log.exception("model '%s': batch of %d requests failed", self._name, len(batch))
+            return exc
+        size = sum(p.batch_size for p in batch)
+        return per_request, Execution(size, len(batch), t1 - t0, t2 - t1, t3 - t2)
+
+    def _complete(
+        self,
+        instance: int,
+        batch: list[Payload],
+        result: tuple[list[dict[str, np.ndarray]], Execution] | Exception,
+        reschedule: bool = True,
+    ) -> None:
+        self._free.append(instance)
+        self._inflight -= 1
+        if isinstance(result, Exception):
+            error = InternalError(f"model '{self._name}': execution failed: {result}")
+            for p in batch:
+                p.state = _DONE
+                if p.future is not None and not p.future.done():
+                    p.future.set_exception(error)
+        else:
+            outputs, execution = result
+            compute = execution.input_s + execution.infer_s + execution.output_s
+            ewma = self._compute_ewma
+            self._compute_ewma = compute if ewma == float("inf") else 0.8 * ewma + 0.2 * compute
+            self._on_execution(execution)
+            for p, out in zip(batch, outputs):
+                p.state = _DONE
+                if p.future is not None and not p.future.done():
+                    p.future.set_result(out)
+        if reschedule:
+            self._schedule()
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._inflight == 0 and self._pending_samples == 0:
+            self._idle.set()

@@ -1,0 +1,169 @@
+"""The data plane: every operation of the Open Inference Protocol and Triton's extensions, transport-free.
+
+REST (``appliance.rest``) and gRPC (``appliance.grpc``) are thin adapters over this class: they decode,
+call one method, and encode. Errors are :class:`~appliance.core.errors.InferenceError` subclasses that each
+adapter maps through a single table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .. import __version__
+from ..backends import LoadError
+from ..settings import ModelControlMode, Settings
+from .errors import InvalidArgument, NotFound, Unavailable
+from .model_config import ModelConfig, to_json_dict
+from .repository import LoadOptions, ModelRepository
+from .stats import Metrics
+from .types import InferRequest, InferResponse
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "appliance"
+EXTENSIONS = [
+    "classification",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+    "binary_tensor_data",
+]
+
+
+class DataPlane:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.repository = ModelRepository(
+            settings.model_repository,
+            LoadOptions(
+                intra_op_threads=settings.intra_op_threads,
+                ort_allow_spinning=settings.ort_allow_spinning,
+                inline_compute_s=settings.inline_compute_us / 1e6,
+            ),
+            self.metrics,
+        )
+        self.build_id = settings.resolved_build_id()
+        self._started = False
+        self._draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the models the control mode asks for. A model that fails is logged and left UNAVAILABLE."""
+        names = self.repository.names_on_disk()
+        if self.settings.model_control_mode is ModelControlMode.EXPLICIT:
+            wanted = self.settings.load_model
+            names = names if "*" in wanted else [n for n in wanted]
+        if not self.settings.model_repository.is_dir():
+            log.error("model repository %s does not exist", self.settings.model_repository)
+        for name in names:
+            try:
+                await self.repository.load(name)
+            except (LoadError, InvalidArgument) as exc:
+                log.error("%s", exc)
+        self._started = True
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop accepting inference, then wait up to ``timeout_s`` for every accepted request to finish.
+
+        Returns whether everything finished in time."""
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("drain: %d requests still running after %.1f s", self._inflight, timeout_s)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        await self.repository.unload_all()
+
+    # -- health and metadata ---------------------------------------------------------------------
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return self._started and not self._draining
+
+    def server_metadata(self) -> dict[str, Any]:
+        version = __version__ + (f"+{self.build_id}" if self.build_id else "")
+        return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        if name not in self.repository.models:
+            raise NotFound(f"unknown model '{name}'")
+        try:
+            self.repository.get(name, version)
+        except Unavailable:
+            return False
+        return True
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        served = self.repository.get(name, version)
+        entry = self.repository.models[name]
+        return served.metadata([str(v) for v in entry.ready_versions()])
+
+    def model_config(self, name: str, version: str = "") -> ModelConfig:
+        return self.repository.get(name, version).config
+
+    def model_config_dict(self, name: str, version: str = "") -> dict[str, Any]:
+        return to_json_dict(self.model_config(name, version))
+
+    def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        if name:
+            if name not in self.repository.models:
+                raise NotFound(f"unknown model '{name}'")
+            if version:
+                served = [self.repository.get(name, version)]
+            else:
+                served = [v for v in self.repository.served_versions() if v.name == name]
+        else:
+            served = self.repository.served_versions()
+        return {"model_stats": [v.stats.as_dict() for v in served]}
+
+    # -- repository ------------------------------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        rows = self.repository.index()
+        return [r for r in rows if r.get("state") == "READY"] if ready_only else rows
+
+    def _check_explicit(self, action: str) -> None:
+        if self.settings.model_control_mode is not ModelControlMode.EXPLICIT:
+            raise Unavailable(f"cannot {action} models: model control mode is not 'explicit'")
+
+    async def load_model(self, name: str, config_json: str | None = None) -> None:
+        self._check_explicit("load")
+        if not (self.settings.model_repository / name).is_dir() and name not in self.repository.models:
+            raise NotFound(f"model '{name}' is not in the model repository")
+        try:
+            await self.repository.load(name, config_json)
+        except LoadError as exc:
+            raise InvalidArgument(str(exc)) from None
+
+    async def unload_model(self, name: str) -> None:
+        self._check_explicit("unload")
+        await self.repository.unload(name)
+
+    # -- inference -------------------------------------------------------------------------------
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        if self._draining:
+            raise Unavailable("server is shutting down and accepts no new requests")
+        served = self.repository.get(request.model_name, request.model_version)
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            return await served.infer(request)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()

@@ -1,0 +1,64 @@
+"""The error contract shared by every transport.
+
+Each error carries a :class:`Status`; REST maps it to an HTTP status and gRPC to a status code, in one table
+each (``rest/app.py`` and ``grpc/service.py``), so both transports always agree.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """What went wrong, independent of transport. The value is the metrics ``reason`` label."""
+
+    INVALID_ARGUMENT = "invalid"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+    QUEUE_FULL = "rejected"
+    DEADLINE_EXCEEDED = "timeout"
+    CANCELLED = "cancelled"
+    TOO_LARGE = "too_large"
+    INTERNAL = "internal"
+
+
+class InferenceError(Exception):
+    """An error with a message meant for the client."""
+
+    status: Status = Status.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(InferenceError):
+    status = Status.INVALID_ARGUMENT
+
+
+class NotFound(InferenceError):
+    status = Status.NOT_FOUND
+
+
+class Unavailable(InferenceError):
+    status = Status.UNAVAILABLE
+
+
+class QueueFull(InferenceError):
+    status = Status.QUEUE_FULL
+
+
+class DeadlineExceeded(InferenceError):
+    status = Status.DEADLINE_EXCEEDED
+
+
+class Cancelled(InferenceError):
+    status = Status.CANCELLED
+
+
+class TooLarge(InferenceError):
+    status = Status.TOO_LARGE
+
+
+class InternalError(InferenceError):
+    status = Status.INTERNAL

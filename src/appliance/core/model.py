@@ -1,0 +1,291 @@
+"""One served model version: its config, backend, batcher and statistics, and the request checks."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ..backends.base import Backend, LoadError
+from . import datatypes
+from .batching import DynamicBatcher
+from .errors import InferenceError, InvalidArgument, Status
+from .model_config import (
+    BatchingPolicy,
+    ConfigError,
+    TensorSpec,
+    batching_policy,
+    input_specs,
+    output_specs,
+    read_labels,
+)
+from .stats import Metrics, VersionStats
+from .types import InferRequest, InferResponse, OutputTensor
+
+
+class State(str, enum.Enum):
+    """Model version states, spelled as Triton's repository index spells them."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class _InputCheck:
+    spec: TensorSpec
+    dims: tuple[int, ...]
+    fixed: bool  # no -1 in dims: the shape check is a tuple comparison
+
+
+class ModelVersion:
+    """A loaded model version. Built in a worker thread (``load``), started on the event loop (``start``)."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        model_dir: Path,
+        backend: Backend,
+        metrics: Metrics,
+        inline_compute_s: float,
+    ) -> None:
+        where = f"{model_dir / 'config.pbtxt'}"
+        self.name = name
+        self.version = version
+        self.config = config
+        self.inputs = input_specs(config, where)
+        self.outputs = output_specs(config, where)
+        self.policy: BatchingPolicy = batching_policy(config, where)
+        self.max_batch_size = config.max_batch_size
+        self.backend = backend
+        self.labels: dict[str, list[str]] = {
+            o.name: read_labels(model_dir, o.label_filename) for o in self.outputs if o.label_filename
+        }
+        self._checks = {s.name: _InputCheck(s, s.dims, -1 not in s.dims) for s in self.inputs}
+        self._required = [s.name for s in self.inputs if not s.optional]
+        self._outputs_by_name = {o.name: o for o in self.outputs}
+        self.stats = VersionStats(metrics, name, str(version))
+        self.batcher = DynamicBatcher(
+            self.policy,
+            backend.execute,
+            backend.instance_count,
+            [s.name for s in self.inputs],
+            [o.name for o in self.outputs],
+            self.stats.batch_executed,
+            inline_compute_s=inline_compute_s,
+            name=f"{name}/{version}",
+        )
+        self.stats.pending_gauge.set_function(lambda: self.batcher.pending)
+
+    @property
+    def platform(self) -> str:
+        return self.config.platform or {"onnxruntime": "onnxruntime_onnx"}.get(self.config.backend, self.config.backend)
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.stats.ready_gauge.set(1)
+
+    async def stop(self) -> None:
+        self.stats.ready_gauge.set(0)
+        await self.batcher.stop()
+        await asyncio.to_thread(self.backend.close)
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int, object]:
+        """Check a request against the config; return the model's inputs, the batch size and a shape key."""
+        batched = self.max_batch_size > 0
+        inputs: dict[str, np.ndarray] = {}
+        batch_size = 1
+        shape_key: list[tuple[int, ...]] = []
+        for tensor in request.inputs:
+            check = self._checks.get(tensor.name)
+            if check is None:
+                raise InvalidArgument(
+                    f"unexpected input '{tensor.name}': model '{self.name}' has inputs "
+                    f"{', '.join(repr(s.name) for s in self.inputs)}"
+                )
+            if tensor.name in inputs:
+                raise InvalidArgument(f"input '{tensor.name}' is given twice")
+            spec = check.spec
+            if tensor.datatype != spec.datatype.name:
+                raise InvalidArgument(
+                    f"input '{tensor.name}': datatype {tensor.datatype} does not match the model's {spec.datatype.name}"
+                )
+            shape = tensor.shape
+            item = shape[1:] if batched else shape
+            if batched and (not shape or shape[0] < 1 or shape[0] > self.max_batch_size):
+                raise InvalidArgument(
+                    f"input '{tensor.name}': shape {list(shape)} must start with a batch size in "
+                    f"1..{self.max_batch_size}, followed by {list(spec.dims)}"
+                )
+            if not (item == check.dims if check.fixed else _matches(item, check.dims)):
+                expected = ([-1] if batched else []) + list(spec.dims)
+                raise InvalidArgument(
+                    f"input '{tensor.name}': shape {list(shape)} does not match the model's {expected}"
+                )
+            if batched:
+                if inputs and shape[0] != batch_size:
+                    raise InvalidArgument(
+                        f"input '{tensor.name}': batch size {shape[0]} differs from the other inputs' {batch_size}"
+                    )
+                batch_size = shape[0]
+            data = tensor.data
+            if spec.reshape is not None:
+                data = data.reshape(((shape[0],) if batched else ()) + spec.reshape)
+            inputs[tensor.name] = data
+            if not check.fixed:
+                shape_key.append(item)
+        if len(inputs) < len(self._required):
+            missing = [n for n in self._required if n not in inputs]
+            if missing:
+                raise InvalidArgument(f"missing input {', '.join(repr(n) for n in missing)} for model '{self.name}'")
+        for requested in request.outputs:
+            if requested.name not in self._outputs_by_name:
+                raise InvalidArgument(
+                    f"unknown output '{requested.name}': model '{self.name}' has outputs "
+                    f"{', '.join(repr(o.name) for o in self.outputs)}"
+                )
+            if requested.classification < 0:
+                raise InvalidArgument(f"output '{requested.name}': classification must be positive")
+        return inputs, batch_size, tuple(shape_key) if shape_key else None
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            inputs, batch_size, shape_key = self.check(request)
+            outputs, enqueued, dispatched = await self.batcher.submit(
+                inputs, batch_size, shape_key, request.priority, request.timeout_us
+            )
+            response = self._response(request, outputs, batch_size)
+        except InferenceError as exc:
+            self.stats.request_failed(exc.status, loop.time() - start)
+            raise
+        except asyncio.CancelledError:
+            self.stats.request_failed(Status.CANCELLED, loop.time() - start)
+            raise
+        self.stats.request_succeeded(loop.time() - start, dispatched - enqueued)
+        return response
+
+    def _response(self, request: InferRequest, outputs: dict[str, np.ndarray], batch_size: int) -> InferResponse:
+        batched = self.max_batch_size > 0
+        wanted = request.outputs or None
+        tensors = []
+        for spec in self.outputs if wanted is None else [self._outputs_by_name[o.name] for o in wanted]:
+            array = outputs[spec.name]
+            if spec.reshape is not None:
+                array = array.reshape(((batch_size,) if batched else ()) + spec.dims)
+            classification = 0
+            if wanted is not None:
+                classification = next(o.classification for o in wanted if o.name == spec.name)
+            if classification:
+                array = self._classify(array, classification, self.labels.get(spec.name), batched)
+                tensors.append(OutputTensor(spec.name, "BYTES", array.shape, array))
+            else:
+                datatype = "BYTES" if array.dtype == object else datatypes.of_array(array).name
+                tensors.append(OutputTensor(spec.name, datatype, array.shape, array))
+        return InferResponse(self.name, str(self.version), request.id, tensors)
+
+    @staticmethod
+    def _classify(array: np.ndarray, top: int, labels: list[str] | None, batched: bool) -> np.ndarray:
+        """Triton's classification extension: the top N as "score:index[:label]" strings."""
+        rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
+        top = min(top, rows.shape[1])
+        out = np.empty((rows.shape[0], top), dtype=object)
+        for r, row in enumerate(rows):
+            order = np.argsort(-row.astype(np.float64), kind="stable")[:top]
+            for c, index in enumerate(order):
+                label = f":{labels[index]}" if labels and index < len(labels) else ""
+                out[r, c] = f"{float(row[index]):f}:{index}{label}".encode()
+        return out if batched else out[0]
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        def tensor(spec: TensorSpec) -> dict[str, Any]:
+            return {"name": spec.name, "datatype": spec.datatype.name, "shape": spec.client_shape(self.max_batch_size)}
+
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": self.platform,
+            "inputs": [tensor(s) for s in self.inputs],
+            "outputs": [tensor(s) for s in self.outputs],
+        }
+
+
+def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
+    return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims))
+
+
+# -- warm-up -------------------------------------------------------------------------------------
+
+
+def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, int, dict[str, np.ndarray]]]:
+    """(name, count, inputs) to run on every instance before a version reports ready.
+
+    ``model_warmup`` from the config when present (zero_data, random_data or input_data_file from the model's
+    ``warmup/`` folder); otherwise one batch-1 request of zeros.
+    """
+    batched = config.max_batch_size > 0
+    samples = []
+    if config.model_warmup:
+        rng = np.random.default_rng(0)
+        for warmup in config.model_warmup:
+            inputs = {}
+            for name, spec in warmup.inputs.items():
+                type_name = mc.DataType.Name(spec.data_type)
+                if type_name not in datatypes.BY_CONFIG_NAME:
+                    raise LoadError(f"model_warmup '{warmup.name}' input '{name}': unsupported {type_name}")
+                dtype = datatypes.BY_CONFIG_NAME[type_name].dtype
+                shape = ((max(1, warmup.batch_size),) if batched else ()) + tuple(spec.dims)
+                which = spec.WhichOneof("input_data_type")
+                if which == "input_data_file":
+                    path = model_dir / "warmup" / spec.input_data_file
+                    try:
+                        raw = path.read_bytes()
+                    except OSError as exc:
+                        raise LoadError(f"model_warmup '{warmup.name}': cannot read {path}: {exc.strerror}") from None
+                    one = datatypes.from_raw(raw, datatypes.BY_CONFIG_NAME[type_name], tuple(spec.dims), str(path))
+                    array = np.broadcast_to(one, shape).copy()
+                elif which == "random_data" and dtype != object:
+                    array = rng.random(shape).astype(dtype) if dtype.kind == "f" else rng.integers(0, 2, shape).astype(dtype)
+                else:
+                    array = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+                inputs[name] = array
+            samples.append((warmup.name, max(1, warmup.count), inputs))
+        return samples
+    where = str(model_dir / "config.pbtxt")
+    try:
+        specs = input_specs(config, where)
+    except ConfigError as exc:
+        raise LoadError(str(exc)) from None
+    inputs = {}
+    for spec in specs:
+        dims = spec.reshape if spec.reshape is not None else spec.dims
+        shape = ((1,) if batched else ()) + tuple(1 if d < 0 else d for d in dims)
+        dtype = spec.datatype.dtype
+        inputs[spec.name] = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+    samples.append(("zeros", 1, inputs))
+    return samples
+
+
+def warm_up(backend: Backend, config: mc.ModelConfig, model_dir: Path) -> None:
+    """Run the warm-up samples on every instance; a failure is a load error."""
+    outputs = [o.name for o in config.output]
+    for name, count, inputs in warmup_samples(config, model_dir):
+        for instance in range(backend.instance_count):
+            for _ in range(count):
+                try:
+                    backend.execute(instance, inputs, outputs)
+                except Exception as exc:  # noqa: BLE001 - any backend failure
+                    raise LoadError(f"warm-up '{name}' failed: {exc}") from None

@@ -1,0 +1,215 @@
+"""The model repository in Triton's layout, and the lifecycle of the model versions loaded from it.
+
+``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/<version>/<model file>``. Loading (reading files, creating
+sessions, warm-up) runs in a worker thread; swapping versions in and out happens on the event loop. A model
+that fails to load is UNAVAILABLE with its error as the reason; the others keep serving. Loading a model that
+is already loaded loads the new versions first, then swaps them in and drains the old ones (no request fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from ..backends import LoadError, factory_for
+from .errors import InvalidArgument, NotFound, Unavailable
+from .model import ModelVersion, State, warm_up
+from .model_config import ConfigError, available_versions, read_config, select_versions
+from .stats import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class VersionStatus:
+    state: State
+    reason: str = ""
+    served: ModelVersion | None = None
+
+
+@dataclass(slots=True)
+class ModelEntry:
+    name: str
+    config: mc.ModelConfig | None = None
+    versions: dict[int, VersionStatus] = field(default_factory=dict)
+    state: State = State.UNAVAILABLE  # of the model as a whole, for the index
+    reason: str = ""
+
+    def ready_versions(self) -> list[int]:
+        return sorted(v for v, s in self.versions.items() if s.state is State.READY)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """Settings that loading needs (see :class:`appliance.settings.Settings`)."""
+
+    intra_op_threads: int = 1
+    ort_allow_spinning: bool = False
+    inline_compute_s: float = 0.0003
+
+
+class ModelRepository:
+    def __init__(self, root: Path, options: LoadOptions, metrics: Metrics) -> None:
+        self.root = root
+        self.options = options
+        self.metrics = metrics
+        self.models: dict[str, ModelEntry] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def names_on_disk(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    # -- lookup ----------------------------------------------------------------------------------
+
+    def get(self, name: str, version: str = "") -> ModelVersion:
+        """The model version that serves a request; NotFound or Unavailable with a reason otherwise."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model '{name}'")
+        if not version:
+            ready = entry.ready_versions()
+            if not ready:
+                raise Unavailable(f"model '{name}' is not ready: {entry.state.value} {entry.reason}".rstrip())
+            served = entry.versions[ready[-1]].served
+        else:
+            if not version.isdigit():
+                raise InvalidArgument(f"model version '{version}' is not a number")
+            status = entry.versions.get(int(version))
+            if status is None:
+                raise NotFound(f"unknown version {version} of model '{name}'")
+            if status.state is not State.READY:
+                raise Unavailable(f"model '{name}' version {version} is not ready: {status.state.value} {status.reason}".rstrip())
+            served = status.served
+        assert served is not None
+        return served
+
+    def index(self) -> list[dict[str, Any]]:
+        """Triton's repository index: every model on disk or loaded, with each version's state."""
+        rows: list[dict[str, Any]] = []
+        for name in sorted(set(self.names_on_disk()) | set(self.models)):
+            entry = self.models.get(name)
+            if entry is None or not entry.versions:
+                row = {"name": name}
+                if entry is not None:
+                    row.update(state=entry.state.value, reason=entry.reason)
+                rows.append(row)
+                continue
+            for version, status in sorted(entry.versions.items()):
+                rows.append({"name": name, "version": str(version), "state": status.state.value, "reason": status.reason})
+        return rows
+
+    # -- load / unload ---------------------------------------------------------------------------
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def load(self, name: str, config_json: str | None = None) -> None:
+        """Load (or reload) a model; raises the load error after recording it in the model's status."""
+        if "/" in name or name.startswith(".") or not name:
+            raise InvalidArgument(f"invalid model name '{name}'")
+        async with self._lock(name):
+            entry = self.models.setdefault(name, ModelEntry(name))
+            previous = {v: s for v, s in entry.versions.items() if s.served is not None}
+            entry.state, entry.reason = State.LOADING, ""
+            try:
+                config, loaded, failed = await asyncio.to_thread(self._load_files, name, config_json)
+            except (ConfigError, LoadError) as exc:
+                entry.state, entry.reason = State.UNAVAILABLE, str(exc)
+                if not previous:
+                    entry.versions = {}
+                log.error("model '%s' failed to load: %s", name, exc)
+                raise LoadError(f"failed to load '{name}': {exc}") from None
+            for served in loaded.values():
+                served.start()
+            versions = {v: VersionStatus(State.READY, "", s) for v, s in loaded.items()}
+            versions.update({v: VersionStatus(State.UNAVAILABLE, reason) for v, reason in failed.items()})
+            entry.config, entry.versions = config, versions
+            entry.state = State.READY if loaded else State.UNAVAILABLE
+            entry.reason = "; ".join(f"version {v}: {r}" for v, r in failed.items())
+            for version, status in previous.items():
+                assert status.served is not None
+                await status.served.stop()
+            for version, reason in failed.items():
+                log.error("model '%s' version %d failed to load: %s", name, version, reason)
+            log.info("model '%s' loaded: versions %s ready", name, sorted(loaded))
+            if failed and not loaded:
+                raise LoadError(f"failed to load '{name}': {entry.reason}")
+
+    def _load_files(
+        self, name: str, config_json: str | None
+    ) -> tuple[mc.ModelConfig, dict[int, ModelVersion], dict[int, str]]:
+        """Blocking part of a load: config, completion, sessions and warm-up of each selected version."""
+        model_dir = self.root / name
+        where = model_dir / "config.pbtxt"
+        if not model_dir.is_dir():
+            raise LoadError(f"no model folder {model_dir}")
+        if config_json is not None:
+            config = mc.ModelConfig()
+            try:
+                json_format.Parse(config_json, config)
+            except json_format.ParseError as exc:
+                raise ConfigError(f"config given with the load request: {exc}") from None
+        else:
+            config = read_config(where)
+        if config.name and config.name != name:
+            raise ConfigError(f"{where}: name '{config.name}' does not match the model folder '{name}'")
+        config.name = name
+        for unsupported in ("sequence_batching", "ensemble_scheduling"):
+            if config.HasField(unsupported):
+                raise ConfigError(f"{where}: {unsupported} is not supported on this appliance")
+        factory = factory_for(config.backend, config.platform)
+        versions = available_versions(model_dir)
+        if not versions:
+            raise ConfigError(f"{model_dir}: no version folders (expected e.g. {model_dir / '1'})")
+        selected = select_versions(config, versions, str(where))
+        factory.complete_config(config, model_dir, selected[-1])
+        loaded: dict[int, ModelVersion] = {}
+        failed: dict[int, str] = {}
+        for version in selected:
+            try:
+                backend = factory.load(config, model_dir, version, self.options)
+                try:
+                    warm_up(backend, config, model_dir)
+                    served = ModelVersion(
+                        name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_s
+                    )
+                except Exception:
+                    backend.close()
+                    raise
+                loaded[version] = served
+            except (LoadError, ConfigError) as exc:
+                failed[version] = str(exc)
+        return config, loaded, failed
+
+    async def unload(self, name: str) -> None:
+        """Stop serving a model: new requests get UNAVAILABLE, queued and running ones finish first."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise NotFound(f"unknown model '{name}'")
+        async with self._lock(name):
+            serving = [s for s in entry.versions.values() if s.served is not None]
+            for status in entry.versions.values():
+                if status.served is not None:
+                    status.state = State.UNLOADING
+            entry.state = State.UNLOADING
+            for status in serving:
+                assert status.served is not None
+                await status.served.stop()
+                status.served = None
+                status.state, status.reason = State.UNAVAILABLE, "unloaded"
+            entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
+
+    async def unload_all(self) -> None:
+        for name in list(self.models):
+            await self.unload(name)
+
+    def served_versions(self) -> list[ModelVersion]:
+        return [s.served for e in self.models.values() for s in e.versions.values() if s.served is not None]

@@ -1,0 +1,212 @@
+"""gRPC: ``inference.GRPCInferenceService`` on grpc.aio, as a thin adapter over the data plane."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from tritonclient.grpc import service_pb2 as pb
+
+from ..core.dataplane import DataPlane
+from ..core.errors import InferenceError, Status
+from .codec import decode_infer_request, encode_infer_response, parameter_value
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+
+GRPC_STATUS = {
+    Status.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Status.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Status.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Status.QUEUE_FULL: grpc.StatusCode.UNAVAILABLE,
+    Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Status.CANCELLED: grpc.StatusCode.CANCELLED,
+    Status.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+class InferenceService:
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: InferenceError) -> None:
+        await context.abort(GRPC_STATUS[exc.status], exc.message)
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=self._dp.live())
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self._dp.ready())
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        return json_format.ParseDict(self._dp.server_metadata(), pb.ServerMetadataResponse())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        try:
+            return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        try:
+            meta = self._dp.model_metadata(request.name, request.version)
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        try:
+            config = self._dp.model_config(request.name, request.version)
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        response = pb.ModelConfigResponse()
+        response.config.CopyFrom(config)
+        return response
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        try:
+            stats = self._dp.model_statistics(request.name, request.version)
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        return json_format.ParseDict({"models": self._dp.repository_index(request.ready)}, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        config = None
+        if "config" in request.parameters:
+            config = parameter_value(request.parameters["config"])
+        try:
+            await self._dp.load_model(request.model_name, config if isinstance(config, str) else None)
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        try:
+            await self._dp.unload_model(request.model_name)
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        return pb.RepositoryModelUnloadResponse()
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        try:
+            response = await self._dp.infer(decode_infer_request(request))
+        except InferenceError as exc:
+            await self._abort(context, exc)
+            raise
+        return encode_infer_response(response)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Each request of the stream runs as soon as it arrives; responses go back as they finish."""
+        results: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def run(message: pb.ModelInferRequest | Malformed) -> None:
+            if isinstance(message, Malformed):
+                results.put_nowait(pb.ModelStreamInferResponse(error_message=message.message))
+                return
+            try:
+                response = encode_infer_response(await self._dp.infer(decode_infer_request(message)))
+                results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
+            except InferenceError as exc:
+                error = pb.ModelStreamInferResponse(error_message=exc.message)
+                error.infer_response.id = message.id
+                error.infer_response.model_name = message.model_name
+                results.put_nowait(error)
+
+        async def read() -> None:
+            try:
+                async for message in request_iterator:
+                    task = asyncio.ensure_future(run(message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                results.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (item := await results.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+
+class Malformed:
+    """A request message that did not parse; the handler answers INVALID_ARGUMENT with this message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _parser(message_type: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Malformed(f"malformed {message_type.DESCRIPTOR.name} message: {exc}")
+
+    return parse
+
+
+def _checked(method: Any) -> Any:
+    async def handler(request: Any, context: Any) -> Any:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await method(request, context)
+
+    return handler
+
+
+_UNARY = ["ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer", "ModelConfig",
+          "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"]
+
+
+def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server with ``inference.GRPCInferenceService``; bind it with ``add_insecure_port``."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service = InferenceService(dataplane)
+    handlers = {}
+    for name in _UNARY:
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            _checked(getattr(service, name)),
+            request_deserializer=_parser(getattr(pb, name + "Request")),
+            response_serializer=getattr(pb, name + "Response").SerializeToString,
+        )
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        service.ModelStreamInfer,
+        request_deserializer=_parser(pb.ModelInferRequest),
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    return server

@@ -1,0 +1,117 @@
+"""Running the appliance: the data plane with its REST and gRPC endpoints in one event loop.
+
+Lifecycle: models load, then both endpoints open. On SIGTERM or SIGINT the data plane stops accepting
+inference (readiness goes false, new requests get 503 / UNAVAILABLE), every accepted request is drained for up
+to ``exit_timeout_secs``, then both endpoints close and the models unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from .core.dataplane import DataPlane
+from .grpc.service import create_server
+from .rest.app import create_app
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the appliance decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Appliance:
+    """The running server. ``await start()``, then ``await wait_stopped()``; ``request_stop()`` begins the drain."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dataplane = DataPlane(settings)
+        self.http_port = 0
+        self.grpc_port = 0
+        self._stop = asyncio.Event()
+        self._uvicorn: _Uvicorn | None = None
+        self._uvicorn_task: asyncio.Task[None] | None = None
+        self._grpc = None
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.dataplane.start()
+        if s.allow_grpc:
+            self._grpc = create_server(self.dataplane, s.max_request_bytes)
+            self.grpc_port = self._grpc.add_insecure_port(f"{_host(s.grpc_address)}:{s.grpc_port}")
+            if not self.grpc_port:
+                raise OSError(f"cannot bind gRPC to {s.grpc_address}:{s.grpc_port}")
+            await self._grpc.start()
+        if s.allow_http:
+            sock = _bind(s.http_address, s.http_port)
+            self.http_port = sock.getsockname()[1]
+            config = uvicorn.Config(
+                create_app(self.dataplane, s.max_request_bytes),
+                log_level=s.log_level if s.log_level != "debug" else "debug",
+                access_log=s.log_level == "debug",
+                lifespan="off",
+                timeout_graceful_shutdown=s.exit_timeout_secs,
+            )
+            self._uvicorn = _Uvicorn(config)
+            self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
+            while not self._uvicorn.started:
+                if self._uvicorn_task.done():
+                    self._uvicorn_task.result()
+                    raise OSError("REST server stopped while starting")
+                await asyncio.sleep(0.01)
+        log.info(
+            "appliance ready: REST on %s:%s, gRPC on %s:%s, models %s",
+            s.http_address, self.http_port or "-", s.grpc_address, self.grpc_port or "-",
+            [r["name"] + "/" + r.get("version", "-") + ":" + r.get("state", "") for r in self.dataplane.repository_index()],
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+        log.info("stopping: draining accepted requests (up to %.0f s)", self.settings.exit_timeout_secs)
+        drained = await self.dataplane.drain(self.settings.exit_timeout_secs)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0 if drained else 0)
+        if self._uvicorn is not None and self._uvicorn_task is not None:
+            self._uvicorn.should_exit = True
+            await self._uvicorn_task
+        await self.dataplane.stop()
+        log.info("stopped")
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return."""
+    appliance = Appliance(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, appliance.request_stop)
+    await appliance.start()
+    await appliance.wait_stopped()
