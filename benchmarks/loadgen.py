@@ -22,6 +22,7 @@ This file imports nothing from the benchmarks package, so it runs as a plain scr
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import threading
@@ -31,6 +32,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+Array = np.ndarray[Any, Any]
+TensorSpec = tuple[str, str, list[int], Array]  # name, datatype, shape, data
 
 DEFAULT_MODES = {"grpc": "aio", "http": "gevent"}
 
@@ -74,7 +78,7 @@ def _signal(word: str) -> None:
     sys.stdout.flush()
 
 
-def _inputs_from_metadata(metadata: dict[str, Any], seed: int) -> list[tuple[str, str, list[int], np.ndarray]]:
+def _inputs_from_metadata(metadata: dict[str, Any], seed: int) -> list[TensorSpec]:
     """(name, datatype, shape, data) of a batch-1 request for each input in the model metadata."""
     from tritonclient.utils import triton_to_np_dtype
 
@@ -186,7 +190,7 @@ def _blocking_loop(call: Callable[[], object], window: Window, pause: Callable[[
         window.record(began, clock())
 
 
-def _http_request(specs: list[tuple[str, str, list[int], np.ndarray]], outputs: list[str]) -> tuple[list[Any], list[Any]]:
+def _http_request(specs: list[TensorSpec], outputs: list[str]) -> tuple[list[Any], list[Any]]:
     import tritonclient.http as httpclient
 
     inputs = []
@@ -232,7 +236,7 @@ def _run_threads(spec: Spec, window: Window) -> None:
                 tensor.set_data_from_numpy(data)
                 g_inputs.append(tensor)
             clients.append(g)
-            call: Callable[[], object] = lambda g=g, i=g_inputs: g.infer(spec.model, i)  # noqa: E731
+            call: Callable[[], object] = functools.partial(g.infer, spec.model, g_inputs)
         else:
             import tritonclient.http as httpclient
 
@@ -242,7 +246,7 @@ def _run_threads(spec: Spec, window: Window) -> None:
             )
             h = httpclient.InferenceServerClient(spec.url, connection_timeout=60.0, network_timeout=60.0)
             clients.append(h)
-            call = lambda h=h, i=h_inputs, o=h_outputs: h.infer(spec.model, i, outputs=o)  # noqa: E731
+            call = functools.partial(h.infer, spec.model, h_inputs, outputs=h_outputs)
         threads.append(threading.Thread(target=_blocking_loop, args=(call, window, time.sleep), daemon=True))
     for thread in threads:
         thread.start()

@@ -82,7 +82,7 @@ class _Client:
     """A loadgen subprocess whose stdout lines arrive on a queue (so the caller can sample meanwhile)."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
             [sys.executable, str(LOADGEN), json.dumps(spec)],
             stdout=subprocess.PIPE, stderr=self.stderr, text=True,

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/serving.py`: make `be
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference, run_point, run_soak
-from benchmarks.report import format_points, format_references, format_soak, format_targets, evaluate_targets
+from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import ServerStartError, prepare_onnx_repository, running_server, wait_models_ready
 
 TARGETS = ("appliance", "triton")
@@ -56,16 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
                 "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--targets", type=_csv(str, TARGETS), default=list(TARGETS),
+    parser.add_argument("--targets", type=_csv(str, TARGETS), default=",".join(TARGETS),
                         help="servers to measure: appliance (`appliance serve`) and/or triton (the real "
                              "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX)")
-    parser.add_argument("--models", type=_csv(str), default=["mlp", "cnn"],
+    parser.add_argument("--models", type=_csv(str), default="mlp,cnn",
                         help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)")
-    parser.add_argument("--transports", type=_csv(str, TRANSPORTS), default=list(TRANSPORTS),
+    parser.add_argument("--transports", type=_csv(str, TRANSPORTS), default=",".join(TRANSPORTS),
                         help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)")
-    parser.add_argument("--concurrency", type=_csv(int), default=[1, 16, 64],
+    parser.add_argument("--concurrency", type=_csv(int), default="1,16,64",
                         help="requests kept in flight (closed loop), one point per value")
-    parser.add_argument("--max-queue-delay-us", type=_csv(int), default=[0], metavar="US[,US]",
+    parser.add_argument("--max-queue-delay-us", type=_csv(int), default="0", metavar="US[,US]",
                         help="dynamic_batching max_queue_delay_microseconds written into each config; one "
                              "server start per value (e.g. 0,10000)")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--soak-interval", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--soak-target", choices=TARGETS, default="appliance", help="server of the soak")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="where repositories and server logs go (default: a temporary folder)")
+                        help="where repositories and server logs go; None: a temporary folder, removed at the end")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all results here")
     return parser
 
