@@ -18,6 +18,7 @@ import psutil
 
 from benchmarks.tritonserver import (
     free_ports,
+    popen_kwargs,
     running_tritonserver,
     stop_process_group,
     wait_http_ready,
@@ -131,7 +132,7 @@ def running_appliance(
         log.write(f"\n=== {' '.join(command)}\n".encode())
         log.flush()
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, **popen_kwargs(die_with_parent=True)
         )
     try:
         if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process):

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -130,8 +131,16 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
                         for transport in args.transports:
                             mode = args.grpc_client if transport == "grpc" else args.http_client
                             for concurrency in args.concurrency:
-                                point = run_point(server, model, transport, concurrency, args.duration,
-                                                  args.warmup, delay, mode)
+                                try:
+                                    point = run_point(server, model, transport, concurrency, args.duration,
+                                                      args.warmup, delay, mode)
+                                except (RuntimeError, TimeoutError) as exc:
+                                    message = f"{target} {model} {transport} c={concurrency} delay {delay}: {exc}"
+                                    failures.append(message)
+                                    _echo(f"!! {message}")
+                                    if server.process.poll() is not None:
+                                        raise RuntimeError(f"{target} exited (log {server.log_path})") from exc
+                                    continue
                                 points.append(point)
                                 _echo(format_points([point], header=False))
             except (ServerStartError, RuntimeError, TimeoutError) as exc:
@@ -151,8 +160,13 @@ def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
         return run_soak(server, args.soak_model, args.soak, args.warmup, args.soak_interval, echo=_echo)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the context managers, which stop the servers
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: dict[str, Any] = {"machine": machine_info(),
                               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     _echo(f"machine: {report['machine']['cpus']} CPUs, load average {report['machine']['loadavg'][0]:.2f} "

@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "MODEL_PY",
@@ -38,7 +39,9 @@ __all__ = [
     "TritonStartError",
     "find_triton_install",
     "free_ports",
+    "popen_kwargs",
     "running_tritonserver",
+    "stop_process_group",
     "wait_http_ready",
     "write_python_backend_repository",
 ]
@@ -248,6 +251,23 @@ def _environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL this process if the thread that started it dies (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def popen_kwargs(die_with_parent: bool) -> dict[str, Any]:
+    """Popen options for a server: its own session (so its whole group can be stopped), and optionally
+    killed by the kernel if the starting thread dies without cleaning up (a killed test run)."""
+    kwargs: dict[str, Any] = {"start_new_session": True}
+    if die_with_parent and sys.platform.startswith("linux"):
+        kwargs["preexec_fn"] = _die_with_parent
+    return kwargs
+
+
 def wait_http_ready(
     url: str, timeout_s: float, process: subprocess.Popen[bytes] | None = None, interval_s: float = 0.05
 ) -> bool:
@@ -298,13 +318,15 @@ def running_tritonserver(
     host: str = "127.0.0.1",
     ready_timeout_s: float = 120.0,
     attempts: int = 3,
+    die_with_parent: bool = True,
 ) -> Iterator[TritonServer]:
     """Start the wheel's tritonserver on ``repo`` with free ports; yield it once ready; stop it on exit.
 
     ``workdir`` holds the backend folder and ``tritonserver.log``. ``model_control_mode`` is passed as
     ``--model-control-mode`` (``none``, ``poll`` or ``explicit``; with ``explicit`` add ``--load-model``
     via ``extra_args``). Retries with new ports if the server exits before it is ready (a port taken
-    between choosing and binding).
+    between choosing and binding). With ``die_with_parent`` the kernel kills the server if the thread that
+    started it dies without leaving the context (use False when starting it from a short-lived thread).
     """
     install = find_triton_install()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +350,8 @@ def running_tritonserver(
             log.write(f"\n=== attempt {attempt}: {' '.join(command)}\n".encode())
             log.flush()
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                **popen_kwargs(die_with_parent),
             )
         server = TritonServer(process, host, http_port, grpc_port, metrics_port, log_path)
         try:
