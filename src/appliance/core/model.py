@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..backends.base import Backend, LoadError
 from . import datatypes
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, Execution
 from .errors import InferenceError, InvalidArgument, Status
 from .model_config import (
     BatchingPolicy,
@@ -84,6 +84,11 @@ class ModelVersion:
             name=f"{name}/{version}",
         )
         self.stats.pending_gauge.set_function(lambda: self.batcher.pending)
+        # A backend that schedules by itself (Triton) gets requests directly, not through the batcher.
+        self.schedules_itself = bool(getattr(backend, "schedules_itself", False))
+        self._direct_inflight = 0
+        self._direct_idle = asyncio.Event()
+        self._direct_idle.set()
 
     @property
     def platform(self) -> str:
@@ -96,7 +101,11 @@ class ModelVersion:
     async def stop(self) -> None:
         self.stats.ready_gauge.set(0)
         await self.batcher.stop()
-        await asyncio.to_thread(self.backend.close)
+        if self.schedules_itself:
+            await self._direct_idle.wait()
+            await self.backend.unload()  # type: ignore[attr-defined]
+        else:
+            await asyncio.to_thread(self.backend.close)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -163,9 +172,13 @@ class ModelVersion:
         start = loop.time()
         try:
             inputs, batch_size, shape_key = self.check(request)
-            outputs, enqueued, dispatched = await self.batcher.submit(
-                inputs, batch_size, shape_key, request.priority, request.timeout_us
-            )
+            if self.schedules_itself:
+                outputs = await self._direct(inputs, batch_size, request)
+                enqueued = dispatched = start
+            else:
+                outputs, enqueued, dispatched = await self.batcher.submit(
+                    inputs, batch_size, shape_key, request.priority, request.timeout_us
+                )
             response = self._response(request, outputs, batch_size)
         except InferenceError as exc:
             self.stats.request_failed(exc.status, loop.time() - start)
@@ -175,6 +188,22 @@ class ModelVersion:
             raise
         self.stats.request_succeeded(loop.time() - start, dispatched - enqueued)
         return response
+
+    async def _direct(self, inputs: dict[str, np.ndarray], batch_size: int, request: InferRequest) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        self._direct_inflight += 1
+        self._direct_idle.clear()
+        start = loop.time()
+        try:
+            outputs = await self.backend.infer(  # type: ignore[attr-defined]
+                inputs, [o.name for o in self.outputs], request.priority, request.timeout_us
+            )
+        finally:
+            self._direct_inflight -= 1
+            if not self._direct_inflight:
+                self._direct_idle.set()
+        self.stats.batch_executed(Execution(batch_size, 1, 0.0, loop.time() - start, 0.0))
+        return outputs  # type: ignore[no-any-return]
 
     def _response(self, request: InferRequest, outputs: dict[str, np.ndarray], batch_size: int) -> InferResponse:
         batched = self.max_batch_size > 0
