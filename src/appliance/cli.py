@@ -27,7 +27,7 @@ def _doc(name: str) -> str:
     for node, following in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
             if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                text = " ".join(str(following.value.value).split())
+                text = " ".join(str(following.value.value).replace("``", "").split())
                 return f"{text} (env {ENV_PREFIX}{name.upper()})"
     return f"(env {ENV_PREFIX}{name.upper()})"
 
