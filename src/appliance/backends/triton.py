@@ -69,7 +69,7 @@ def triton_config(config: mc.ModelConfig) -> str:
     handed.CopyFrom(config)
     if BACKEND_PARAMETER in handed.parameters:
         del handed.parameters[BACKEND_PARAMETER]
-    return json_format.MessageToJson(handed, preserving_proto_field_name=True)
+    return str(json_format.MessageToJson(handed, preserving_proto_field_name=True))
 
 
 class TritonFactory:

@@ -46,8 +46,17 @@ class Payload:
     """One request inside the batcher."""
 
     __slots__ = (
-        "inputs", "batch_size", "shape_key", "queue", "deadline", "delay_on_timeout",
-        "future", "enqueued", "dispatched", "state", "seq",
+        "batch_size",
+        "deadline",
+        "delay_on_timeout",
+        "dispatched",
+        "enqueued",
+        "future",
+        "inputs",
+        "queue",
+        "seq",
+        "shape_key",
+        "state",
     )
 
     def __init__(self, inputs: dict[str, np.ndarray], batch_size: int, shape_key: object) -> None:
@@ -145,7 +154,12 @@ class DynamicBatcher:
         await self.drain()
         for work in self._work:
             work.put(None)
-        await asyncio.to_thread(lambda: [t.join() for t in self._threads])
+        
+        def join() -> None:
+            for thread in self._threads:
+                thread.join()
+
+        await asyncio.to_thread(join)
         for timer in (self._deadline_timer, self._delay_timer):
             if timer:
                 timer.cancel()
@@ -380,7 +394,7 @@ class DynamicBatcher:
                     per_request.append({n: a[offset:end] for n, a in outputs.items()})
                     offset = end
             t3 = time.perf_counter()
-        except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch, never the server
+        except Exception as exc:
             log.exception("model '%s': batch of %d requests failed", self._name, len(batch))
             return exc
         size = sum(p.batch_size for p in batch)

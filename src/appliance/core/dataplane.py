@@ -80,7 +80,7 @@ class DataPlane:
             await asyncio.sleep(self.settings.triton_check_interval_secs)
             try:
                 await self.repository.refresh()
-            except Exception:  # noqa: BLE001 - keep following Triton whatever happens
+            except Exception:
                 log.exception("checking Triton-served models failed")
 
     async def drain(self, timeout_s: float) -> bool:

@@ -92,7 +92,10 @@ class ModelVersion:
 
     @property
     def platform(self) -> str:
-        return self.config.platform or {"onnxruntime": "onnxruntime_onnx"}.get(self.config.backend, self.config.backend)
+        platform: str = self.config.platform or {"onnxruntime": "onnxruntime_onnx"}.get(
+            self.config.backend, self.config.backend
+        )
+        return platform
 
     def start(self) -> None:
         self.batcher.start()
