@@ -289,10 +289,12 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
                         raise LoadError(f"model_warmup '{warmup.name}': cannot read {path}: {exc.strerror}") from None
                     one = datatypes.from_raw(raw, datatypes.BY_CONFIG_NAME[type_name], tuple(spec.dims), str(path))
                     array = np.broadcast_to(one, shape).copy()
-                elif which == "random_data" and dtype != object:
-                    array = rng.random(shape).astype(dtype) if dtype.kind == "f" else rng.integers(0, 2, shape).astype(dtype)
+                elif which == "random_data" and dtype.kind == "f":
+                    array = rng.random(shape).astype(dtype)
+                elif which == "random_data" and dtype.kind in "iub":
+                    array = rng.integers(0, 2, shape).astype(dtype)
                 else:
-                    array = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+                    array = _zeros(shape, dtype)
                 inputs[name] = array
             samples.append((warmup.name, max(1, warmup.count), inputs))
         return samples
@@ -306,9 +308,14 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
         dims = spec.reshape if spec.reshape is not None else spec.dims
         shape = ((1,) if batched else ()) + tuple(1 if d < 0 else d for d in dims)
         dtype = spec.datatype.dtype
-        inputs[spec.name] = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+        inputs[spec.name] = _zeros(shape, dtype)
     samples.append(("zeros", 1, inputs))
     return samples
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Zero-filled input; empty strings for BYTES."""
+    return np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
 
 
 def warm_up(backend: Backend, config: mc.ModelConfig, model_dir: Path) -> None:
