@@ -27,7 +27,7 @@ def _doc(name: str) -> str:
     for node, following in zip(body, body[1:]):
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
             if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
-                text = " ".join(str(following.value.value).split())
+                text = " ".join(str(following.value.value).replace("``", "").split())
                 return f"{text} (env {ENV_PREFIX}{name.upper()})"
     return f"(env {ENV_PREFIX}{name.upper()})"
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intra-op-threads", type=int, metavar="N", help=_doc("intra_op_threads"))
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
+    serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
+    serve.add_argument("--triton-check-interval-secs", type=float, metavar="SECONDS",
+                       help=_doc("triton_check_interval_secs"))
     serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=_doc("log_level"))
 

@@ -21,10 +21,11 @@ CNN_LABELS = ["cat", "dog", "bird", "fish", "horse", "frog", "ship", "truck", "p
 
 def _weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
-    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    weights: np.ndarray = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    return weights
 
 
-def mlp_model(seed: int = 0) -> "onnx.ModelProto":  # type: ignore[name-defined]  # noqa: F821
+def mlp_model(seed: int = 0) -> onnx.ModelProto:  # type: ignore[name-defined]  # noqa: F821
     """``[B,64] -> [B,10]``: two Gemm layers with a ReLU, seeded weights."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -50,7 +51,7 @@ def mlp_model(seed: int = 0) -> "onnx.ModelProto":  # type: ignore[name-defined]
     return _finish(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
 
 
-def cnn_model(seed: int = 1) -> "onnx.ModelProto":  # type: ignore[name-defined]  # noqa: F821
+def cnn_model(seed: int = 1) -> onnx.ModelProto:  # type: ignore[name-defined]  # noqa: F821
     """``[B,3,64,64] -> [B,10]``: two 3x3 convolutions, pooling and a classifier head, seeded weights."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -85,7 +86,7 @@ def cnn_model(seed: int = 1) -> "onnx.ModelProto":  # type: ignore[name-defined]
     return _finish(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]))
 
 
-def _finish(model: "onnx.ModelProto") -> "onnx.ModelProto":  # type: ignore[name-defined]  # noqa: F821
+def _finish(model: onnx.ModelProto) -> onnx.ModelProto:  # type: ignore[name-defined]  # noqa: F821
     import onnx
 
     model.ir_version = IR_VERSION

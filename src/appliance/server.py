@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Iterator
 
+import grpc
 import uvicorn
 
 from .core.dataplane import DataPlane
@@ -53,17 +54,20 @@ class Appliance:
         self._stop = asyncio.Event()
         self._uvicorn: _Uvicorn | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
-        self._grpc = None
+        self._grpc: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         s = self.settings
         await self.dataplane.start()
         if s.allow_grpc:
-            self._grpc = create_server(self.dataplane, s.max_request_bytes)
-            self.grpc_port = self._grpc.add_insecure_port(f"{_host(s.grpc_address)}:{s.grpc_port}")
+            server = self._grpc = create_server(self.dataplane, s.max_request_bytes)
+            try:
+                self.grpc_port = server.add_insecure_port(f"{_host(s.grpc_address)}:{s.grpc_port}")
+            except RuntimeError:
+                self.grpc_port = 0
             if not self.grpc_port:
                 raise OSError(f"cannot bind gRPC to {s.grpc_address}:{s.grpc_port}")
-            await self._grpc.start()
+            await server.start()
         if s.allow_http:
             sock = _bind(s.http_address, s.http_port)
             self.http_port = sock.getsockname()[1]
@@ -72,7 +76,7 @@ class Appliance:
                 log_level=s.log_level if s.log_level != "debug" else "debug",
                 access_log=s.log_level == "debug",
                 lifespan="off",
-                timeout_graceful_shutdown=s.exit_timeout_secs,
+                timeout_graceful_shutdown=max(1, int(s.exit_timeout_secs)),
             )
             self._uvicorn = _Uvicorn(config)
             self._uvicorn_task = asyncio.create_task(self._uvicorn.serve(sockets=[sock]))
@@ -81,10 +85,10 @@ class Appliance:
                     self._uvicorn_task.result()
                     raise OSError("REST server stopped while starting")
                 await asyncio.sleep(0.01)
+        models = [f"{r['name']}/{r.get('version', '-')}:{r.get('state', '')}" for r in self.dataplane.repository_index()]
         log.info(
             "appliance ready: REST on %s:%s, gRPC on %s:%s, models %s",
-            s.http_address, self.http_port or "-", s.grpc_address, self.grpc_port or "-",
-            [r["name"] + "/" + r.get("version", "-") + ":" + r.get("state", "") for r in self.dataplane.repository_index()],
+            s.http_address, self.http_port or "-", s.grpc_address, self.grpc_port or "-", models,
         )
 
     def request_stop(self) -> None:

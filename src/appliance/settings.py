@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     """Batches whose measured compute time is under this many microseconds run on the event loop thread,
     saving two thread hand-offs (tiny models); slower ones run on one thread per instance. 0 turns it off."""
 
+    triton_url: str = ""
+    """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
+    process (their config says so, or their backend needs it); empty: no Triton."""
+
+    triton_check_interval_secs: float = Field(default=2.0, gt=0)
+    """How often Triton-served models are checked; a model Triton lost is loaded there again when it is back."""
+
     build_id: str = ""
     """Build the software came from (a git commit); empty reads ``BUILD_ID`` from ``os_release_path``."""
 

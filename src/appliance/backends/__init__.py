@@ -1,21 +1,38 @@
 """Backends run a model version's batches. The core knows them only through :mod:`.base`.
 
-Which backend serves a model follows its ``config.pbtxt``, as in Triton: ``backend`` first, then ``platform``.
+Which backend serves a model follows its ``config.pbtxt``, as in Triton: ``backend`` first, then ``platform``;
+``parameters { key: "appliance_backend" ... }`` can send a model to the local Triton server instead.
 """
 
 from __future__ import annotations
 
+from tritonclient.grpc import model_config_pb2 as mc
+
 from .base import Backend, BackendFactory, LoadError
 
+IN_PROCESS = {"onnxruntime": "onnxruntime", "onnxruntime_onnx": "onnxruntime"}
 
-def factory_for(backend: str, platform: str) -> BackendFactory:
+
+def factory_for(config: mc.ModelConfig, triton_url: str = "") -> BackendFactory:
     """The backend factory a config asks for; LoadError names what is not available here."""
-    key = backend or {"onnxruntime_onnx": "onnxruntime"}.get(platform, platform)
-    if key in ("onnxruntime", ""):
+    from .triton import BACKEND_PARAMETER, TritonFactory
+
+    routed = config.parameters[BACKEND_PARAMETER].string_value if BACKEND_PARAMETER in config.parameters else ""
+    if routed == "triton":
+        return TritonFactory(triton_url)
+    if routed:
+        raise LoadError(f"parameter {BACKEND_PARAMETER} '{routed}' is not a backend of this appliance (triton)")
+    key = IN_PROCESS.get(config.backend) or IN_PROCESS.get(config.platform)
+    if key == "onnxruntime" or (not config.backend and not config.platform):
         from .onnxruntime import OnnxRuntimeFactory
 
         return OnnxRuntimeFactory()
-    raise LoadError(f"backend '{backend or platform}' is not available on this appliance (available: onnxruntime)")
+    if triton_url:
+        return TritonFactory(triton_url)
+    raise LoadError(
+        f"backend '{config.backend or config.platform}' is not available on this appliance "
+        "(in process: onnxruntime; other backends need triton_url)"
+    )
 
 
 __all__ = ["Backend", "BackendFactory", "LoadError", "factory_for"]

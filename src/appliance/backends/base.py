@@ -39,12 +39,15 @@ class BackendFactory(Protocol):
         """Fill what the config leaves out (inputs, outputs, max_batch_size) from the model file, as Triton."""
         ...
 
-    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: "BackendOptions") -> Backend:
+    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: BackendOptions) -> Backend:
         ...
 
 
 class BackendOptions(Protocol):
     """The settings a backend may read (a subset of :class:`appliance.settings.Settings`)."""
 
-    intra_op_threads: int
-    ort_allow_spinning: bool
+    @property
+    def intra_op_threads(self) -> int: ...
+
+    @property
+    def ort_allow_spinning(self) -> bool: ...

@@ -40,14 +40,24 @@ log = logging.getLogger(__name__)
 
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
 _DELAYED_QUEUE = -1
+_NO_INPUTS: dict[str, np.ndarray] = {}
 
 
 class Payload:
     """One request inside the batcher."""
 
     __slots__ = (
-        "inputs", "batch_size", "shape_key", "queue", "deadline", "delay_on_timeout",
-        "future", "enqueued", "dispatched", "state", "seq",
+        "batch_size",
+        "deadline",
+        "delay_on_timeout",
+        "dispatched",
+        "enqueued",
+        "future",
+        "inputs",
+        "queue",
+        "seq",
+        "shape_key",
+        "state",
     )
 
     def __init__(self, inputs: dict[str, np.ndarray], batch_size: int, shape_key: object) -> None:
@@ -62,6 +72,11 @@ class Payload:
         self.dispatched = 0.0
         self.state = _QUEUED
         self.seq = 0
+
+    def release(self) -> None:
+        """Drop the tensors once done: the deadline heap may hold this payload until its deadline."""
+        self.inputs = _NO_INPUTS
+        self.future = None
 
 
 @dataclass(slots=True)
@@ -145,7 +160,12 @@ class DynamicBatcher:
         await self.drain()
         for work in self._work:
             work.put(None)
-        await asyncio.to_thread(lambda: [t.join() for t in self._threads])
+
+        def join() -> None:
+            for thread in self._threads:
+                thread.join()
+
+        await asyncio.to_thread(join)
         for timer in (self._deadline_timer, self._delay_timer):
             if timer:
                 timer.cancel()
@@ -216,6 +236,7 @@ class DynamicBatcher:
         except asyncio.CancelledError:
             if p.state == _QUEUED:
                 self._unqueue(p)
+                p.release()
                 self._check_idle()
             raise
         return outputs, p.enqueued, p.dispatched
@@ -223,6 +244,7 @@ class DynamicBatcher:
     # -- queues ----------------------------------------------------------------------------------
 
     def _unqueue(self, p: Payload) -> None:
+        """Take a queued request out of the counts (it stays in its deque until it reaches the head)."""
         p.state = _DONE
         if p.queue == _DELAYED_QUEUE:
             self._live_delayed -= 1
@@ -332,6 +354,7 @@ class DynamicBatcher:
                 p.future.set_exception(
                     DeadlineExceeded(f"model '{self._name}': request timed out in the queue after {waited_ms:.1f} ms")
                 )
+            p.release()
         if self._deadlines:
             self._arm_deadline_timer(self._deadlines[0][0])
         self._check_idle()
@@ -380,7 +403,7 @@ class DynamicBatcher:
                     per_request.append({n: a[offset:end] for n, a in outputs.items()})
                     offset = end
             t3 = time.perf_counter()
-        except Exception as exc:  # noqa: BLE001 - a backend failure fails the batch, never the server
+        except Exception as exc:
             log.exception("model '%s': batch of %d requests failed", self._name, len(batch))
             return exc
         size = sum(p.batch_size for p in batch)
@@ -401,6 +424,7 @@ class DynamicBatcher:
                 p.state = _DONE
                 if p.future is not None and not p.future.done():
                     p.future.set_exception(error)
+                p.release()
         else:
             outputs, execution = result
             compute = execution.input_s + execution.infer_s + execution.output_s
@@ -411,6 +435,7 @@ class DynamicBatcher:
                 p.state = _DONE
                 if p.future is not None and not p.future.done():
                     p.future.set_result(out)
+                p.release()
         if reschedule:
             self._schedule()
         self._check_idle()

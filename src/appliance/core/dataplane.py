@@ -44,11 +44,13 @@ class DataPlane:
                 intra_op_threads=settings.intra_op_threads,
                 ort_allow_spinning=settings.ort_allow_spinning,
                 inline_compute_s=settings.inline_compute_us / 1e6,
+                triton_url=settings.triton_url,
             ),
             self.metrics,
         )
         self.build_id = settings.resolved_build_id()
         self._started = False
+        self._refresher: asyncio.Task[None] | None = None
         self._draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -70,6 +72,16 @@ class DataPlane:
             except (LoadError, InvalidArgument) as exc:
                 log.error("%s", exc)
         self._started = True
+        if self.settings.triton_url:
+            self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.triton_check_interval_secs)
+            try:
+                await self.repository.refresh()
+            except Exception:
+                log.exception("checking Triton-served models failed")
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop accepting inference, then wait up to ``timeout_s`` for every accepted request to finish.
@@ -84,6 +96,8 @@ class DataPlane:
         return True
 
     async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
         await self.repository.unload_all()
 
     # -- health and metadata ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 
@@ -88,7 +89,7 @@ def serialize_bytes(array: np.ndarray) -> bytes:
 
 def from_raw(raw: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], what: str) -> np.ndarray:
     """A tensor from its raw bytes (binary data extension, gRPC raw contents); checks the size."""
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype.name == "BYTES":
         return deserialize_bytes(raw, count, what).reshape(shape)
     expected = count * datatype.dtype.itemsize

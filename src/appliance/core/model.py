@@ -13,7 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..backends.base import Backend, LoadError
 from . import datatypes
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, Execution
 from .errors import InferenceError, InvalidArgument, Status
 from .model_config import (
     BatchingPolicy,
@@ -84,10 +84,18 @@ class ModelVersion:
             name=f"{name}/{version}",
         )
         self.stats.pending_gauge.set_function(lambda: self.batcher.pending)
+        # A backend that schedules by itself (Triton) gets requests directly, not through the batcher.
+        self.schedules_itself = bool(getattr(backend, "schedules_itself", False))
+        self._direct_inflight = 0
+        self._direct_idle = asyncio.Event()
+        self._direct_idle.set()
 
     @property
     def platform(self) -> str:
-        return self.config.platform or {"onnxruntime": "onnxruntime_onnx"}.get(self.config.backend, self.config.backend)
+        platform: str = self.config.platform or {"onnxruntime": "onnxruntime_onnx"}.get(
+            self.config.backend, self.config.backend
+        )
+        return platform
 
     def start(self) -> None:
         self.batcher.start()
@@ -96,7 +104,11 @@ class ModelVersion:
     async def stop(self) -> None:
         self.stats.ready_gauge.set(0)
         await self.batcher.stop()
-        await asyncio.to_thread(self.backend.close)
+        if self.schedules_itself:
+            await self._direct_idle.wait()
+            await self.backend.unload()  # type: ignore[attr-defined]
+        else:
+            await asyncio.to_thread(self.backend.close)
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -163,9 +175,13 @@ class ModelVersion:
         start = loop.time()
         try:
             inputs, batch_size, shape_key = self.check(request)
-            outputs, enqueued, dispatched = await self.batcher.submit(
-                inputs, batch_size, shape_key, request.priority, request.timeout_us
-            )
+            if self.schedules_itself:
+                outputs = await self._direct(inputs, batch_size, request)
+                enqueued = dispatched = start
+            else:
+                outputs, enqueued, dispatched = await self.batcher.submit(
+                    inputs, batch_size, shape_key, request.priority, request.timeout_us
+                )
             response = self._response(request, outputs, batch_size)
         except InferenceError as exc:
             self.stats.request_failed(exc.status, loop.time() - start)
@@ -175,6 +191,22 @@ class ModelVersion:
             raise
         self.stats.request_succeeded(loop.time() - start, dispatched - enqueued)
         return response
+
+    async def _direct(self, inputs: dict[str, np.ndarray], batch_size: int, request: InferRequest) -> dict[str, np.ndarray]:
+        loop = asyncio.get_running_loop()
+        self._direct_inflight += 1
+        self._direct_idle.clear()
+        start = loop.time()
+        try:
+            outputs = await self.backend.infer(  # type: ignore[attr-defined]
+                inputs, [o.name for o in self.outputs], request.priority, request.timeout_us
+            )
+        finally:
+            self._direct_inflight -= 1
+            if not self._direct_inflight:
+                self._direct_idle.set()
+        self.stats.batch_executed(Execution(batch_size, 1, 0.0, loop.time() - start, 0.0))
+        return outputs  # type: ignore[no-any-return]
 
     def _response(self, request: InferRequest, outputs: dict[str, np.ndarray], batch_size: int) -> InferResponse:
         batched = self.max_batch_size > 0
@@ -257,10 +289,12 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
                         raise LoadError(f"model_warmup '{warmup.name}': cannot read {path}: {exc.strerror}") from None
                     one = datatypes.from_raw(raw, datatypes.BY_CONFIG_NAME[type_name], tuple(spec.dims), str(path))
                     array = np.broadcast_to(one, shape).copy()
-                elif which == "random_data" and dtype != object:
-                    array = rng.random(shape).astype(dtype) if dtype.kind == "f" else rng.integers(0, 2, shape).astype(dtype)
+                elif which == "random_data" and dtype.kind == "f":
+                    array = rng.random(shape).astype(dtype)
+                elif which == "random_data" and dtype.kind in "iub":
+                    array = rng.integers(0, 2, shape).astype(dtype)
                 else:
-                    array = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+                    array = _zeros(shape, dtype)
                 inputs[name] = array
             samples.append((warmup.name, max(1, warmup.count), inputs))
         return samples
@@ -274,9 +308,14 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
         dims = spec.reshape if spec.reshape is not None else spec.dims
         shape = ((1,) if batched else ()) + tuple(1 if d < 0 else d for d in dims)
         dtype = spec.datatype.dtype
-        inputs[spec.name] = np.full(shape, b"", dtype=object) if dtype == object else np.zeros(shape, dtype)
+        inputs[spec.name] = _zeros(shape, dtype)
     samples.append(("zeros", 1, inputs))
     return samples
+
+
+def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Zero-filled input; empty strings for BYTES."""
+    return np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
 
 
 def warm_up(backend: Backend, config: mc.ModelConfig, model_dir: Path) -> None:

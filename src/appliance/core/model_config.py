@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -173,7 +172,7 @@ def instance_count(config: mc.ModelConfig) -> int:
 
 def string_parameter(config: mc.ModelConfig, key: str) -> str | None:
     if key in config.parameters:
-        return config.parameters[key].string_value
+        return str(config.parameters[key].string_value)
     return None
 
 
@@ -209,7 +208,7 @@ def select_versions(config: mc.ModelConfig, available: list[int], where: str) ->
 
 
 def to_text(config: mc.ModelConfig) -> str:
-    return text_format.MessageToString(config)
+    return str(text_format.MessageToString(config))
 
 
 _INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,

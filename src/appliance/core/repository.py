@@ -52,6 +52,7 @@ class LoadOptions:
     intra_op_threads: int = 1
     ort_allow_spinning: bool = False
     inline_compute_s: float = 0.0003
+    triton_url: str = ""
 
 
 class ModelRepository:
@@ -165,7 +166,7 @@ class ModelRepository:
         for unsupported in ("sequence_batching", "ensemble_scheduling"):
             if config.HasField(unsupported):
                 raise ConfigError(f"{where}: {unsupported} is not supported on this appliance")
-        factory = factory_for(config.backend, config.platform)
+        factory = factory_for(config, self.options.triton_url)
         versions = available_versions(model_dir)
         if not versions:
             raise ConfigError(f"{model_dir}: no version folders (expected e.g. {model_dir / '1'})")
@@ -177,7 +178,8 @@ class ModelRepository:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
                 try:
-                    warm_up(backend, config, model_dir)
+                    if not getattr(backend, "schedules_itself", False):
+                        warm_up(backend, config, model_dir)
                     served = ModelVersion(
                         name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_s
                     )
@@ -210,6 +212,24 @@ class ModelRepository:
     async def unload_all(self) -> None:
         for name in list(self.models):
             await self.unload(name)
+
+    async def refresh(self) -> None:
+        """Follow backends that live outside this process (Triton): a version whose backend lost it goes
+        UNAVAILABLE, and is loaded there again once the backend is back."""
+        for entry in list(self.models.values()):
+            for version, status in entry.versions.items():
+                served = status.served
+                if served is None or not served.schedules_itself or status.state is State.UNLOADING:
+                    continue
+                if status.state is State.READY and not await served.backend.is_ready():  # type: ignore[attr-defined]
+                    status.state, status.reason = State.UNAVAILABLE, "not ready in Triton (down or restarting)"
+                    served.stats.ready_gauge.set(0)
+                    log.warning("model '%s' version %d: %s", entry.name, version, status.reason)
+                elif status.state is State.UNAVAILABLE and await served.backend.reload():  # type: ignore[attr-defined]
+                    status.state, status.reason = State.READY, ""
+                    served.stats.ready_gauge.set(1)
+                    log.info("model '%s' version %d: ready again in Triton", entry.name, version)
+            entry.state = State.READY if entry.ready_versions() else State.UNAVAILABLE
 
     def served_versions(self) -> list[ModelVersion]:
         return [s.served for e in self.models.values() for s in e.versions.values() if s.served is not None]
