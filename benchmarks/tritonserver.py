@@ -319,6 +319,7 @@ def running_tritonserver(
     ready_timeout_s: float = 120.0,
     attempts: int = 3,
     die_with_parent: bool = True,
+    ports: tuple[int, int, int] | None = None,
 ) -> Iterator[TritonServer]:
     """Start the wheel's tritonserver on ``repo`` with free ports; yield it once ready; stop it on exit.
 
@@ -327,6 +328,7 @@ def running_tritonserver(
     via ``extra_args``). Retries with new ports if the server exits before it is ready (a port taken
     between choosing and binding). With ``die_with_parent`` the kernel kills the server if the thread that
     started it dies without leaving the context (use False when starting it from a short-lived thread).
+    ``ports`` (http, grpc, metrics) restarts a server where an earlier one was.
     """
     install = find_triton_install()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +336,7 @@ def running_tritonserver(
     env = _environment(install)
     log_path = workdir / "tritonserver.log"
     for attempt in range(1, attempts + 1):
-        http_port, grpc_port, metrics_port = free_ports(3, host)
+        http_port, grpc_port, metrics_port = ports or free_ports(3, host)
         command = [
             str(install.binary),
             f"--model-repository={repo}",
