@@ -1,0 +1,155 @@
+"""The Triton backend against the real tritonserver (from the nvidia-pytriton wheel, python backend only).
+
+Triton runs in EXPLICIT model-control mode on a python-backend copy of the demo MLP; the appliance shares that
+repository, loads the model into Triton, and serves it to the real tritonclient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
+tritonserver = pytest.importorskip("benchmarks.tritonserver")
+
+from appliance.demo import write_demo_repository  # noqa: E402
+
+try:
+    tritonserver.find_triton_install()
+except tritonserver.TritonStartError as exc:  # pragma: no cover - the test extras install it
+    pytest.skip(f"real tritonserver unavailable: {exc}", allow_module_level=True)
+
+
+def _start_appliance(
+    repo: Path, triton_url: str, log: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    command = [
+        sys.executable, "-m", "appliance.cli", "serve", "--model-repository", str(repo),
+        "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
+        "--triton-url", triton_url, "--triton-check-interval-secs", "0.3", "--exit-timeout-secs", "5", *extra,
+    ]
+    out = log.open("wb")
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)", log.read_text())
+        if match:
+            return process, int(match.group(1)), int(match.group(2))
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError(f"appliance did not start:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def appliance(repo: Path, triton_url: str, log: Path) -> Iterator[tuple[int, int]]:
+    process, http_port, grpc_port = _start_appliance(repo, triton_url, log)
+    try:
+        yield http_port, grpc_port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    onnx_repo = write_demo_repository(tmp_path_factory.mktemp("onnx"))[0].parent
+    return tritonserver.write_python_backend_repository(onnx_repo, tmp_path_factory.mktemp("triton") / "repo",
+                                                        models=["mlp"])
+
+
+def _wait_for(predicate, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def _infer(client, x: np.ndarray):  # type: ignore[no-untyped-def]
+    tensor = tritonclient_grpc.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return client.infer("mlp", [tensor]).as_numpy("logits")
+
+
+def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_path: Path) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    expected_session = ort.InferenceSession(str(triton_repo / "mlp" / "1" / "model.onnx"))
+    x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
+    expected = expected_session.run(["logits"], {"input": x})[0]
+
+    with tritonserver.running_tritonserver(triton_repo, tmp_path / "t1", model_control_mode="explicit") as triton:
+        triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
+        assert not triton_client.is_model_ready("mlp")  # explicit mode: nothing loaded until the appliance asks
+        with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log") as (_, grpc_port):
+            client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            assert client.is_model_ready("mlp")
+            # Loaded into Triton with the model's own batching and instance settings.
+            assert triton_client.is_model_ready("mlp")
+            handed = triton_client.get_model_config("mlp", as_json=True)["config"]
+            assert handed["max_batch_size"] == 32 and "dynamic_batching" in handed
+            np.testing.assert_allclose(_infer(client, x), expected, rtol=1e-5, atol=1e-6)
+
+            # Triton's errors keep the appliance's contract: a wrong shape is INVALID_ARGUMENT.
+            bad = tritonclient_grpc.InferInput("input", [1, 63], "FP32")
+            bad.set_data_from_numpy(np.zeros((1, 63), np.float32))
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("mlp", [bad])
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "input" in info.value.message()
+
+            # Triton goes away: the model goes UNAVAILABLE in the appliance.
+            ports = (triton.http_port, triton.grpc_port, triton.metrics_port)
+            os.killpg(triton.process.pid, signal.SIGKILL)
+            triton.process.wait()
+            _wait_for(lambda: not client.is_model_ready("mlp"))
+            with pytest.raises(InferenceServerException) as info:
+                _infer(client, x)
+            assert info.value.status() == "StatusCode.UNAVAILABLE"
+            index = {m.name: m for m in client.get_model_repository_index().models}
+            assert index["mlp"].state == "UNAVAILABLE" and "Triton" in index["mlp"].reason
+
+            # Triton comes back (empty, explicit mode): the appliance loads the model again by itself.
+            with tritonserver.running_tritonserver(
+                triton_repo, tmp_path / "t2", model_control_mode="explicit", ports=ports
+            ):
+                _wait_for(lambda: client.is_model_ready("mlp"))
+                np.testing.assert_allclose(_infer(client, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) -> None:
+    with tritonserver.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as triton:
+        triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
+        log = tmp_path / "appliance.log"
+        process, _, grpc_port = _start_appliance(
+            triton_repo, triton.grpc_url, log, "--model-control-mode", "explicit", "--load-model", "mlp"
+        )
+        try:
+            client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+            assert client.is_model_ready("mlp") and triton_client.is_model_ready("mlp")
+            client.unload_model("mlp")
+            assert not client.is_model_ready("mlp")
+            assert not triton_client.is_model_ready("mlp")
+            client.load_model("mlp")
+            assert client.is_model_ready("mlp") and triton_client.is_model_ready("mlp")
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(20) == 0, log.read_text()
+        # Stopping the appliance unloaded its model from Triton.
+        assert not triton_client.is_model_ready("mlp")
