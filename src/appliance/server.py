@@ -24,6 +24,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping server keeps answering after the drain, so requests queued inside gRPC reach a handler.
+SETTLE_SECS = 0.5
+
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the appliance decides when to stop."""
@@ -96,10 +99,18 @@ class Appliance:
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.exit_timeout_secs
         log.info("stopping: draining accepted requests (up to %.0f s)", self.settings.exit_timeout_secs)
         drained = await self.dataplane.drain(self.settings.exit_timeout_secs)
+        if drained:
+            # Requests sent before the signal may still wait inside gRPC, below our handlers: stopping the gRPC
+            # server now would cancel them. Keep answering (new inference gets UNAVAILABLE) for a moment so
+            # each reaches a handler, then let whatever was accepted meanwhile finish.
+            await asyncio.sleep(max(0.0, min(SETTLE_SECS, deadline - loop.time())))
+            drained = await self.dataplane.drain(max(0.0, deadline - loop.time()))
         if self._grpc is not None:
-            await self._grpc.stop(grace=1.0 if drained else 0)
+            await self._grpc.stop(grace=max(0.0, deadline - loop.time()) if drained else 0)
         if self._uvicorn is not None and self._uvicorn_task is not None:
             self._uvicorn.should_exit = True
             await self._uvicorn_task
