@@ -83,10 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
         "labels) into DIR, in Triton's layout with their config.pbtxt.",
     )
     demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
+    sub.add_parser("optimize", add_help=False, help="build and verify TensorRT engines (trt-optimize; see "
+                   "'appliance optimize --help')")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["optimize"]:
+        from .optimize.cli import main as optimize_main
+
+        return optimize_main(argv[1:], prog="appliance optimize")
     args = build_parser().parse_args(argv)
     if args.command == "demo-repository":
         from .demo import write_demo_repository
