@@ -46,7 +46,7 @@ class Progress:
     def step_complete(self, phase: str, step: int) -> bool:
         """Returns False to ask TensorRT to cancel the build."""
         with self._lock:
-            parent, steps, _ = self._phases.get(phase, (None, 1, self.clock()))
+            parent, steps, _ = self._phases.get(phase, (None, 1, 0.0))
             done = min(steps, step + 1)
             if self.tty:
                 bar = "#" * (20 * done // steps)
@@ -60,10 +60,11 @@ class Progress:
 
     def phase_finish(self, phase: str) -> None:
         with self._lock:
-            parent, _, start = self._phases.pop(phase, (None, 1, self.clock()))
+            parent, _, start = self._phases.pop(phase, (None, 1, None))
             self._reported.pop(phase, None)
             if parent is None:
-                self._write(f"{phase}: done in {self.clock() - start:.1f} s")
+                took = f" in {self.clock() - start:.1f} s" if start is not None else ""
+                self._write(f"{phase}: done{took}")
                 if self.tty:
                     self.stream.write("\n")
                     self.stream.flush()
