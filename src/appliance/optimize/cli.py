@@ -20,7 +20,7 @@ import numpy as np
 from ..core import datatypes
 from ..core.model_config import ConfigError, read_config
 from .boot import Boot, Builder
-from .buildspec import BuildSpec
+from .buildspec import BuildSpec, builder_flags
 from .calibration import CalibrationData
 from .device import DeviceInfo, read_device_json, this_device
 from .errors import OptimizeError
@@ -139,7 +139,9 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
                      workspace_bytes=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
                      calibration_batch_size=args.calibration_batch_size, strongly_typed=strongly_typed)
     if args.precision in ("int8", "best") and not strongly_typed:
-        spec.calibration_cache = args.calibration_cache or folder / "calibration.cache"
+        default_cache = folder / "calibration.cache"
+        if args.calibration_cache is not None or args.calibration_data is not None or default_cache.is_file():
+            spec.calibration_cache = args.calibration_cache or default_cache
         if args.calibration_data is not None:
             if len(inputs) != 1:
                 raise OptimizeError(f"{onnx_src}: calibration data feeds models with one input; this one has "
@@ -148,6 +150,7 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
             spec.calibration = CalibrationData(args.calibration_data, tuple(sample),
                                                _numpy_dtype(inputs[0].datatype, onnx_src))
             spec.calibration_input = inputs[0].name
+    builder_flags(spec, fast_fp16=True, fast_int8=True)  # the choices themselves, before any slow step
     folder.mkdir(parents=True, exist_ok=True)
     if onnx_src.resolve() != spec.onnx_path.resolve():
         shutil.copyfile(onnx_src, spec.onnx_path)
