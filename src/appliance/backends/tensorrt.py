@@ -137,7 +137,8 @@ class TensorRTBackend:
             for name, array in inputs.items():
                 host = self._buffer(inst, name, array.shape)
                 np.copyto(host, array, casting="same_kind")
-                context.set_input_shape(name, array.shape)
+                if not context.set_input_shape(name, array.shape):
+                    raise RuntimeError(f"input '{name}': shape {list(array.shape)} is outside the engine's profiles")
                 cuda.memcpy_htod_async(inst.device[name], host, stream)
                 context.set_tensor_address(name, int(inst.device[name]))
             views = {}
