@@ -150,7 +150,8 @@ def test_errors_name_the_file(tmp_path: Path, mlp_onnx: Path, capsys: pytest.Cap
         f"trt-optimize: {missing}: no such ONNX file\n"
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00not onnx at all")
-    assert f"{junk}: not a readable ONNX model" in run(capsys, "build", junk, "--repository", tmp_path, "--model", "m")[2]
+    err = run(capsys, "build", junk, "--repository", tmp_path, "--model", "m")[2]
+    assert f"{junk}: not a readable ONNX model" in err
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = run(capsys, "build", mlp_onnx, "--repository", tmp_path / "r", "--model", "m", *SHAPES,

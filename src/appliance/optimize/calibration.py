@@ -56,15 +56,17 @@ class CalibrationData:
         if array.shape == self.sample_shape:
             array = array[None]
         elif array.shape[1:] != self.sample_shape:
+            stack = ", ".join(map(str, ("N", *self.sample_shape)))
             raise OptimizeError(f"{path}: shape {list(array.shape)} is neither the input's sample shape "
-                                f"{list(self.sample_shape)} nor a stack of them [N, {', '.join(map(str, self.sample_shape))}]")
+                                f"{list(self.sample_shape)} nor a stack of them [{stack}]")
         return array.astype(self.dtype, copy=False)
 
     def _load_image(self, path: Path) -> np.ndarray:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError:
-            raise OptimizeError(f"{path}: reading images needs Pillow (pip install pillow), or give .npy files") from None
+            raise OptimizeError(f"{path}: reading images needs Pillow (pip install pillow), or give .npy files") \
+                from None
         layout = _layout(self.sample_shape)
         if not layout:
             raise OptimizeError(f"{path}: an image cannot fill input shape {list(self.sample_shape)} "

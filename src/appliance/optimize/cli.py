@@ -50,7 +50,8 @@ def build_parser(prog: str = "trt-optimize") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="build an engine from an ONNX file into a model repository version folder")
-    b.add_argument("onnx", type=Path, metavar="ONNX", help="the ONNX model (a Q/DQ model builds as strongly typed INT8)")
+    b.add_argument("onnx", type=Path, metavar="ONNX",
+                   help="the ONNX model (a Q/DQ model builds as strongly typed INT8)")
     b.add_argument("--repository", type=Path, required=True, metavar="DIR", help="model repository to write into")
     b.add_argument("--model", required=True, metavar="NAME", help="model name (folder in the repository)")
     b.add_argument("--version", type=int, default=1, metavar="N", help="version folder (default 1)")

@@ -80,7 +80,9 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None
     return float(np.mean(ref == cand))
 
 
-def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], precision: str) -> ValidationReport:
+def compare(
+    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], precision: str
+) -> ValidationReport:
     """Compare an engine's outputs with ONNX Runtime's under the tolerance of ``precision``."""
     tol = TOLERANCES[precision]
     reports = []
