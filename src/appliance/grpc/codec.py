@@ -75,7 +75,8 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
                 data[:] = list(values)
                 data = data.reshape(shape)
             else:
-                array = np.asarray(values)
+                # uint64 values past int64's range would become float64 (and lose their low bits) in asarray
+                array = np.asarray(values, dtype=np.uint64 if field == "uint64_contents" else None)
                 data = array.astype(datatype.dtype).reshape(shape)
                 if datatype.dtype.kind in "iu" and count and not np.array_equal(data.reshape(-1), array):
                     raise InvalidArgument(f"{what}: a value is out of range for {datatype.name}")

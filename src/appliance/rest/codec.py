@@ -76,6 +76,11 @@ def _json_tensor(data: Any, datatype: datatypes.DataType, shape: tuple[int, ...]
         raw = np.asarray(flat)
     except ValueError as exc:
         raise InvalidArgument(f"{what}: data is not a flat or nested list of numbers ({exc})") from None
+    if datatype.name == "UINT64" and raw.dtype.kind == "f" and all(type(v) is int for v in flat):
+        try:  # integers past int64's range: numpy guessed float64, which loses their low bits
+            raw = np.array(flat, dtype=np.uint64)
+        except OverflowError:
+            raise InvalidArgument(f"{what}: a value is out of range for {datatype.name}") from None
     want = datatype.dtype.kind
     have = raw.dtype.kind
     if count and not (have == want or (want == "f" and have in "iu") or (want == "u" and have == "i")):
