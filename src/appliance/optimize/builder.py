@@ -33,7 +33,7 @@ def import_tensorrt() -> Any:
 
 
 def _progress_monitor(trt: Any, progress: Progress) -> Any:
-    class ProgressMonitor(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+    class ProgressMonitor(trt.IProgressMonitor):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
@@ -54,7 +54,7 @@ def _entropy_calibrator(trt: Any, spec: BuildSpec) -> Any:
     import pycuda.autoinit  # noqa: F401 - a CUDA context for the device buffer
     import pycuda.driver as cuda
 
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batches = spec.calibration.batches(spec.calibration_batch_size) if spec.calibration else iter(())

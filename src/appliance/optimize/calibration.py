@@ -59,7 +59,7 @@ class CalibrationData:
             stack = ", ".join(map(str, ("N", *self.sample_shape)))
             raise OptimizeError(f"{path}: shape {list(array.shape)} is neither the input's sample shape "
                                 f"{list(self.sample_shape)} nor a stack of them [{stack}]")
-        return array.astype(self.dtype, copy=False)
+        return np.asarray(array, dtype=self.dtype)
 
     def _load_image(self, path: Path) -> np.ndarray:
         try:

@@ -172,7 +172,7 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
     status = 0
     if args.validate or args.profile:
         if runner_factory is None:
-            from .builder import engine_runner as runner_factory  # type: ignore[assignment]
+            from .builder import engine_runner as runner_factory
         assert runner_factory is not None
         runner = runner_factory(folder / manifest.plan_file, [o.name for o in outputs])
 
