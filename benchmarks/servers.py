@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -160,8 +161,41 @@ def running_server(
             yield RunningServer(
                 "triton", triton.process, triton.host, triton.http_port, triton.grpc_port, triton.log_path
             )
+    elif target == "grpc-floor":
+        with running_grpc_floor(onnx_repo, workdir / "grpc-floor") as server:
+            yield server
     else:
         raise ValueError(f"unknown target {target!r}")
+
+
+@contextlib.contextmanager
+def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> Iterator[RunningServer]:
+    """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady."""
+    import tritonclient.grpc as grpcclient
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "grpc-floor.log"
+    (grpc_port,) = free_ports(1, host)
+    command = [sys.executable, "-m", "benchmarks.grpc_floor", "--model-repository", str(repo),
+               "--address", host, "--port", str(grpc_port)]
+    root = Path(__file__).resolve().parent.parent
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+                                   **popen_kwargs(die_with_parent=True))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if grpcclient.InferenceServerClient(f"{host}:{grpc_port}").is_server_ready():
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(f"grpc-floor did not start (log {log_path}):\n{_log_tail(log_path)}")
+            time.sleep(0.1)
+        yield RunningServer("grpc-floor", process, host, 0, grpc_port, log_path)
+    finally:
+        stop_process_group(process)
 
 
 def wait_models_ready(server: RunningServer, models: Sequence[str], timeout_s: float = 60.0) -> None:

@@ -30,7 +30,7 @@ from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import ServerStartError, prepare_onnx_repository, running_server, wait_models_ready
 
-TARGETS = ("appliance", "triton")
+TARGETS = ("appliance", "triton", "grpc-floor")
 TRANSPORTS = ("grpc", "http")
 
 
@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--targets", type=_csv(str, TARGETS), default=",".join(TARGETS),
-                        help="servers to measure: appliance (`appliance serve`) and/or triton (the real "
-                             "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX)")
+                        help="servers to measure: appliance (`appliance serve`), triton (the real "
+                             "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
+                             "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling)")
     parser.add_argument("--models", type=_csv(str), default="mlp,cnn",
                         help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)")
     parser.add_argument("--transports", type=_csv(str, TRANSPORTS), default=",".join(TRANSPORTS),
@@ -126,9 +127,12 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
             _echo(f"== {target}, max_queue_delay_us={delay}")
             try:
                 with running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg) as server:
-                    wait_models_ready(server, args.models)
+                    if target != "grpc-floor":
+                        wait_models_ready(server, args.models)
                     for model in args.models:
                         for transport in args.transports:
+                            if target == "grpc-floor" and transport != "grpc":
+                                continue  # the floor is gRPC only
                             mode = args.grpc_client if transport == "grpc" else args.http_client
                             for concurrency in args.concurrency:
                                 try:

@@ -15,7 +15,9 @@ Where it does better than Triton:
 - Batches whose measured compute time is tiny run on the event loop thread itself, saving two thread
   hand-offs per batch; everything else runs on one thread per instance, outside the GIL.
 
-All times come from the monotonic clock (``loop.time()`` is ``time.monotonic()``).
+All times come from ``time.monotonic()``, not ``loop.time()``: uvloop's loop clock has millisecond resolution
+and is cached per loop pass. Timers are armed relative to it (event loop timers have ~1 ms granularity, so a
+sub-millisecond queue delay may wait up to a millisecond).
 """
 
 from __future__ import annotations
@@ -214,7 +216,7 @@ class DynamicBatcher:
         p = Payload(inputs, batch_size, shape_key)
         p.queue = level
         p.seq = next(self._seq)
-        p.enqueued = loop.time()
+        p.enqueued = time.monotonic()
         p.future = loop.create_future()
         self._queues[level].append(p)
         self._live[level] += 1
@@ -308,9 +310,10 @@ class DynamicBatcher:
         if not full and policy.max_queue_delay_us:
             wait_until = self._oldest_enqueued() + policy.max_queue_delay_us / 1e6
             assert self._loop is not None
-            if self._loop.time() < wait_until:
+            now = time.monotonic()
+            if now < wait_until:
                 if self._delay_timer is None:
-                    self._delay_timer = self._loop.call_at(wait_until, self._on_delay_timer)
+                    self._delay_timer = self._loop.call_later(wait_until - now, self._on_delay_timer)
                 return None
         limit = policy.max_batch_size
         if preferred:
@@ -330,13 +333,13 @@ class DynamicBatcher:
             self._deadline_timer.cancel()
         assert self._loop is not None
         self._deadline_at = when
-        self._deadline_timer = self._loop.call_at(when, self._expire)
+        self._deadline_timer = self._loop.call_later(max(0.0, when - time.monotonic()), self._expire)
 
     def _expire(self) -> None:
         assert self._loop is not None
         self._deadline_timer = None
         self._deadline_at = float("inf")
-        now = self._loop.time()
+        now = time.monotonic()
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, p = heapq.heappop(self._deadlines)
             if p.state != _QUEUED or p.queue == _DELAYED_QUEUE:
@@ -363,7 +366,7 @@ class DynamicBatcher:
 
     def _dispatch(self, instance: int, batch: list[Payload]) -> None:
         assert self._loop is not None
-        now = self._loop.time()
+        now = time.monotonic()
         for p in batch:
             p.dispatched = now
         self._inflight += 1

@@ -36,9 +36,6 @@ class InferenceService:
     def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: InferenceError) -> None:
-        await context.abort(GRPC_STATUS[exc.status], exc.message)
-
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self._dp.live())
 
@@ -49,36 +46,20 @@ class InferenceService:
         return json_format.ParseDict(self._dp.server_metadata(), pb.ServerMetadataResponse())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        try:
-            return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        try:
-            meta = self._dp.model_metadata(request.name, request.version)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        meta = self._dp.model_metadata(request.name, request.version)
         return json_format.ParseDict(meta, pb.ModelMetadataResponse())
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
-        try:
-            config = self._dp.model_config(request.name, request.version)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        config = self._dp.model_config(request.name, request.version)
         response = pb.ModelConfigResponse()
         response.config.CopyFrom(config)
         return response
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        try:
-            stats = self._dp.model_statistics(request.name, request.version)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        stats = self._dp.model_statistics(request.name, request.version)
         return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
@@ -90,29 +71,17 @@ class InferenceService:
         config = None
         if "config" in request.parameters:
             config = parameter_value(request.parameters["config"])
-        try:
-            await self._dp.load_model(request.model_name, config if isinstance(config, str) else None)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        await self._dp.load_model(request.model_name, config if isinstance(config, str) else None)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
-        try:
-            await self._dp.unload_model(request.model_name)
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        await self._dp.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        try:
-            response = await self._dp.infer(decode_infer_request(request))
-        except InferenceError as exc:
-            await self._abort(context, exc)
-            raise
+        response = await self._dp.infer(decode_infer_request(request))
         return encode_infer_response(response)
 
     async def ModelStreamInfer(
@@ -174,10 +143,15 @@ def _parser(message_type: Any) -> Any:
 
 
 def _checked(method: Any) -> Any:
+    """A unary method that answers a malformed request, or any InferenceError, with its gRPC status."""
+
     async def handler(request: Any, context: Any) -> Any:
         if isinstance(request, Malformed):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        return await method(request, context)
+        try:
+            return await method(request, context)
+        except InferenceError as exc:
+            await context.abort(GRPC_STATUS[exc.status], exc.message)
 
     return handler
 
