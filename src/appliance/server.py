@@ -114,7 +114,12 @@ class Appliance:
         if self._uvicorn is not None and self._uvicorn_task is not None:
             self._uvicorn.should_exit = True
             await self._uvicorn_task
-        await self.dataplane.stop()
+        if drained:
+            await self.dataplane.stop()
+        else:
+            # Unloading drains each batcher, which would wait for the executions still running past the exit
+            # timeout; their threads are daemons, so leave them to the process exit instead.
+            log.warning("exit timeout reached: exiting without waiting for the requests still running")
         log.info("stopped")
 
 
