@@ -127,7 +127,9 @@ class DynamicBatcher:
         self._deadline_at = float("inf")
         self._delay_timer: asyncio.TimerHandle | None = None
         self._seq = itertools.count()
-        self._compute_ewma = float("inf")
+        # Compute-time floor per batch-size bucket (powers of two): the least a batch took, drifting up 5% per
+        # batch. A floor, not a mean: batches on worker threads also count time spent waiting for the GIL.
+        self._compute_floor: dict[int, float] = {}
         self._work: list[queue.SimpleQueue[list[Payload] | None]] = []
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +219,7 @@ class DynamicBatcher:
         p.queue = level
         p.seq = next(self._seq)
         p.enqueued = time.monotonic()
-        p.future = loop.create_future()
+        future = p.future = loop.create_future()
         self._queues[level].append(p)
         self._live[level] += 1
         self._pending_samples += batch_size
@@ -228,13 +230,17 @@ class DynamicBatcher:
             heapq.heappush(self._deadlines, (p.deadline, p.seq, p))
             if p.deadline < self._deadline_at:
                 self._arm_deadline_timer(p.deadline)
-        if not self._schedule_soon:
+        if self._pending_samples == batch_size and self._free and self._runs_inline(batch_size):
+            # Alone, on a free instance, and fast: run it now. Its future is done before it is awaited, so the
+            # caller never suspends (the common case of tiny models).
+            self._schedule()
+        elif not self._schedule_soon:
             # Schedule once per event loop pass, after every request that arrived in it has been queued:
             # requests that arrive together are batched together even with max_queue_delay 0.
             self._schedule_soon = True
             loop.call_soon(self._scheduled)
         try:
-            outputs = await p.future
+            outputs = await future  # p.future is dropped once p is done
         except asyncio.CancelledError:
             if p.state == _QUEUED:
                 self._unqueue(p)
@@ -370,11 +376,14 @@ class DynamicBatcher:
         for p in batch:
             p.dispatched = now
         self._inflight += 1
-        if self._compute_ewma < self._inline_compute_s:
+        if self._runs_inline(sum(p.batch_size for p in batch)):
             result = self._run(instance, batch)
             self._complete(instance, batch, result, reschedule=False)
         else:
             self._work[instance].put(batch)
+
+    def _runs_inline(self, batch_size: int) -> bool:
+        return self._compute_floor.get(batch_size.bit_length(), float("inf")) < self._inline_compute_s
 
     def _worker(self, instance: int, work: queue.SimpleQueue[list[Payload] | None]) -> None:
         loop = self._loop
@@ -431,8 +440,8 @@ class DynamicBatcher:
         else:
             outputs, execution = result
             compute = execution.input_s + execution.infer_s + execution.output_s
-            ewma = self._compute_ewma
-            self._compute_ewma = compute if ewma == float("inf") else 0.8 * ewma + 0.2 * compute
+            bucket = execution.batch_size.bit_length()
+            self._compute_floor[bucket] = min(compute, self._compute_floor.get(bucket, float("inf")) * 1.05)
             self._on_execution(execution)
             for p, out in zip(batch, outputs):
                 p.state = _DONE
