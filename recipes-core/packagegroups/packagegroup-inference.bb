@@ -21,6 +21,7 @@ RDEPENDS:${PN}-gpu = " \
     python3-tensorrt \
     tensorrt-core \
     triton-server \
+    tritonserver-service \
 "
 RDEPENDS:${PN}-tools = " \
     tegra-tools-jetson-clocks \
