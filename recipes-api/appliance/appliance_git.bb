@@ -5,13 +5,14 @@ that holds meta-inference, so the image carries exactly that commit."
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://LICENSE;md5=b19f81e63e9282ab2f9a3efc82585b80"
 
+PV = "0.1.0+git"
+
 SRC_URI = " \
     git://${INFERENCE_SRCDIR};protocol=file;nobranch=1 \
     file://appliance.service.in \
     file://appliance.toml.in \
 "
 SRCREV = "${INFERENCE_BUILD_ID}"
-PV = "0.1.0+git"
 
 # SRCREV follows the checkout's HEAD: parse this recipe afresh every time.
 BB_DONT_CACHE = "1"

@@ -5,4 +5,4 @@ BUILD_ID:ml-inference = "${INFERENCE_BUILD_ID}"
 OS_RELEASE_FIELDS:append:ml-inference = " BUILD_ID"
 
 # INFERENCE_BUILD_ID follows the checkout's HEAD: parse this recipe afresh every time.
-BB_DONT_CACHE = "1"
+BB_DONT_CACHE:ml-inference = "1"

@@ -27,4 +27,4 @@ do_deploy() {
 }
 addtask deploy after do_install before do_build
 
-FILES:${PN} = "${APPLIANCE_MONITORING_DIR}"
+FILES:${PN} += "${APPLIANCE_MONITORING_DIR}"

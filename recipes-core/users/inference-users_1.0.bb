@@ -1,3 +1,4 @@
+# nooelint: oelint.var.mandatoryvar.SRC_URI - users only, nothing to fetch
 SUMMARY = "System users of the ML Inference Appliance"
 DESCRIPTION = "The unprivileged system users and groups that appliance.service (appliance) \
 and tritonserver.service (triton) run as."
