@@ -115,9 +115,6 @@ step_host() {
             useradd -m -s /bin/bash "$BUILD_USER" || { fail "host: useradd $BUILD_USER failed"; return 1; }
         fi
         USER_HOME=$(getent passwd "$BUILD_USER" | cut -d: -f6)
-        # The checkout and the mirrors belong to root: let the build user's git read them.
-        printf '[safe]\n\tdirectory = *\n' > "$USER_HOME/.gitconfig"
-        chown "$BUILD_USER:" "$USER_HOME/.gitconfig"
         mkdir -p "$CACHE"
         if [ "$(stat -c %U "$CACHE")" != "$BUILD_USER" ] || [ -n "$(find "$CACHE" -maxdepth 2 ! -user "$BUILD_USER" -print -quit)" ]; then
             chown -R "$BUILD_USER:" "$CACHE"
@@ -134,6 +131,10 @@ step_host() {
             command -v $tool >/dev/null || { fail "host: $tool is missing (run this script as root to install the host packages)"; return 1; }
         done
     fi
+    # kas gives git (its own and BitBake's fetcher) this file as ~/.gitconfig. The checkout and
+    # the mirrors may belong to another user (root): let the build user's git read them.
+    printf '[safe]\n\tdirectory = *\n' > "$CACHE/gitconfig"
+    [ $IS_ROOT = 1 ] && chown "$BUILD_USER:" "$CACHE/gitconfig"
     VENV=$CACHE/venv
     if [ ! -x "$VENV/bin/kas" ] || [ "$("$VENV/bin/kas" --version 2>&1 | awk '{print $2}')" != "$KAS_VERSION" ] \
         || [ "$(stat -c %U "$VENV")" != "$(as_user id -un)" ]; then
@@ -255,7 +256,7 @@ choose_sources() {
 kas_run() {  # kas_run BUILDDIR KASFILES CMD...
     local build=$1 files=$2
     shift 2
-    as_user env "${KAS_ENV[@]}" KAS_WORK_DIR="$CACHE/work" KAS_BUILD_DIR="$build" \
+    as_user env "${KAS_ENV[@]}" KAS_WORK_DIR="$CACHE/work" KAS_BUILD_DIR="$build" GITCONFIG_FILE="$CACHE/gitconfig" \
         DL_DIR="$CACHE/downloads" SSTATE_DIR="$CACHE/sstate" \
         "$VENV/bin/kas" "$@" "$files"
 }
