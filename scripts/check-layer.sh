@@ -8,6 +8,8 @@
 #   host       apt-get the host packages BitBake needs (root only), an unprivileged build
 #              user, a kas + oelint-adv venv made with /usr/bin/python3
 #   oelint     oelint-adv --release wrynose on every recipe and bbappend
+#   style      what the project rules out and oelint-adv misses: LICENSE = "CLOSED",
+#              S = "${WORKDIR}", old _${PN} override syntax, hard-coded paths, own machines
 #   units      systemd-analyze verify on every unit we ship, rendered from its .service.in
 #   promtool   promtool check rules on the Prometheus alert rules
 #   kas        kas checkout of kas.yml (pinned commits, kas.lock.yml), offline through
@@ -163,6 +165,32 @@ step_oelint() {
     echo "oelint-adv: $(our_recipes | wc -l) recipes and bbappends clean"
 }
 
+# What the issue and STYLE.md rule out, which oelint-adv does not catch.
+step_style() {
+    local bad=0 hits
+    check() {  # check DESCRIPTION REGEX FILES...
+        local what=$1 re=$2
+        shift 2
+        hits=$(grep -nE "$re" "$@" 2>/dev/null | sed "s,^$ROOT/,,")
+        if [ -n "$hits" ]; then
+            printf '%s\n' "$hits"
+            fail "style: $what (file:line above)"
+            bad=1
+        fi
+    }
+    local recipes units
+    mapfile -t recipes < <(our_recipes; find "$ROOT/meta-inference/conf" -name '*.conf')
+    mapfile -t units < <(find "$ROOT"/recipes-* -path '*/files/*' -type f)
+    check 'LICENSE = "CLOSED"' '^LICENSE[[:space:]]*=[[:space:]]*"CLOSED"' "${recipes[@]}"
+    check 'S = "${WORKDIR}" (fatal on wrynose: use ${UNPACKDIR})' '^S[[:space:]]*=[[:space:]]*"\$\{WORKDIR\}' "${recipes[@]}"
+    check 'old override syntax (_${PN}, _append, _prepend, _remove)' '^[A-Z_]+_(\$\{PN\}|append|prepend|remove)([^A-Za-z0-9]|$)' "${recipes[@]}"
+    check 'hard-coded install path in a recipe (use ${bindir}, ${sysconfdir}, ...)' '\$\{D\}/(usr|etc|var|bin|sbin|lib)\b' "${recipes[@]}"
+    check 'hard-coded path in a template (use @BINDIR@ and friends)' '^Exec[A-Za-z]*=[-@+!:]*/' "${units[@]}"
+    check 'a conf/machine of our own (use meta-tegra machines)' '.' $(find "$ROOT/meta-inference/conf/machine" -type f 2>/dev/null) /dev/null
+    [ $bad = 0 ] && echo "no LICENSE=CLOSED, S=\${WORKDIR}, old override syntax, hard-coded paths or own machines"
+    return $bad
+}
+
 # Render each .service.in the way its recipe does (@BINDIR@ and friends) into a scratch root
 # that also holds the host's units, then systemd-analyze verify it there. Any message about
 # our unit (systemd prints FILE:LINE: ...) is a failure.
@@ -175,6 +203,7 @@ render_unit() {  # render_unit SRC DEST
 
 step_units() {
     local scratch units=() src name unitdir out bad=0 exe
+    declare -A from=()
     scratch=$(mktemp -d)
     unitdir=$scratch/usr/lib/systemd/system
     mkdir -p "$scratch/usr/lib/systemd" "$scratch/usr/bin" "$scratch/usr/sbin" "$scratch/etc/systemd/system"
@@ -187,6 +216,7 @@ step_units() {
             bad=1
         fi
         units+=("$name")
+        from[$name]=${src#"$ROOT"/}
     done < <(find "$ROOT"/recipes-* -name '*.service.in' -o -name '*.service' -o -name '*.socket' -o -name '*.timer' | sort)
     # nginx's drop-in: verify it on a stand-in nginx.service (nginx is not on the host).
     while IFS= read -r src; do
@@ -197,6 +227,7 @@ step_units() {
         printf '[Unit]\nDescription=stand-in nginx for checking drop-ins\n[Service]\nExecStart=/usr/sbin/nginx\n[Install]\nWantedBy=multi-user.target\n' \
             > "$unitdir/nginx.service"
         units+=(nginx.service)
+        from[nginx.service]=${src#"$ROOT"/}
     done < <(find "$ROOT"/recipes-* -name 'nginx-*.conf' -path '*/files/*' | sort)
     # Stand-ins for the executables the units start (they are in the image, not on the host).
     for name in "${units[@]}"; do
@@ -209,7 +240,7 @@ step_units() {
         out=$(systemd-analyze verify --root="$scratch" "$name" 2>&1 | grep -v 'Failed to resolve symlink')
         if [ -n "$out" ]; then
             printf '%s\n' "$out" | sed "s,$scratch,,g"
-            fail "units: systemd-analyze verify $name (messages above name the unit and line)"
+            fail "units: systemd-analyze verify $name: ${from[$name]:-?} (messages above name the unit and line; the template has the same line numbers)"
             bad=1
         else
             echo "systemd-analyze verify $name: ok"
@@ -373,6 +404,7 @@ step_ycl() {
 # ---------------------------------------------------------------------------- main
 timed host step_host || { summary; exit 1; }
 want oelint && timed oelint step_oelint
+want style && timed style step_style
 want units && timed units step_units
 want promtool && timed promtool step_promtool
 
