@@ -420,7 +420,12 @@ if want kas || want parse || want graph || want unpack || want ycl; then
         exit 77
     fi
     if timed kas step_kas; then
-        timed parse step_parse && { timed graph step_graph; timed unpack step_unpack; }
+        if want parse || want graph || want unpack; then
+            timed parse step_parse && {
+                want graph && timed graph step_graph
+                want unpack && timed unpack step_unpack
+            }
+        fi
         if [ "${LAYER_CHECK_NO_YCL:-0}" != 1 ] && want ycl; then timed ycl step_ycl; fi
     fi
 fi
