@@ -10,7 +10,9 @@ S = "${UNPACKDIR}"
 
 inherit systemd
 
-TRITON_MODEL_REPOSITORY ??= "${localstatedir}/lib/triton/models"
+# Triton shares the appliance's model repository (read-only): the appliance loads models into it
+# over gRPC (explicit model control) with the config from their config.pbtxt.
+TRITON_MODEL_REPOSITORY ??= "${localstatedir}/lib/appliance/models"
 
 do_compile() {
     sed -e 's,@BINDIR@,${bindir},g' \

@@ -17,6 +17,7 @@ RDEPENDS:${PN}-service = " \
 "
 # TensorRT and pycuda are used in process by the TensorRT backend; Triton is driven over gRPC.
 RDEPENDS:${PN}-gpu = " \
+    appliance-engines \
     python3-pycuda \
     python3-tensorrt \
     tensorrt-core \

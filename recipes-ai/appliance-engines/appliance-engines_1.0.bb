@@ -1,0 +1,60 @@
+SUMMARY = "Prebuilt TensorRT engines of the appliance's models, verified at every boot"
+DESCRIPTION = "Installs the model repository of engines built on a reference module of this \
+MACHINE (trt-optimize build: model.onnx, model.plan, model.plan.json manifest, config.pbtxt) \
+into the appliance's model repository, and a oneshot unit that runs trt-optimize boot before \
+the services: it keeps engines that match the device, rebuilds the others from their ONNX \
+file, and falls back to ONNX Runtime for a model whose rebuild fails. See docs/optimize.md."
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+SRC_URI = "file://appliance-engines.service.in"
+
+S = "${UNPACKDIR}"
+
+inherit systemd
+
+# The folder of engines built for this MACHINE on its reference module, set in the build
+# configuration (a kas local_conf_header, or local.conf), e.g.
+#   APPLIANCE_ENGINES_DIR:jetson-agx-orin-devkit = "/srv/engines/jetson-agx-orin-devkit"
+# Empty: no prebuilt engines; the unit is still installed and finds nothing to do.
+APPLIANCE_ENGINES_DIR ??= ""
+APPLIANCE_MODEL_REPOSITORY ??= "${localstatedir}/lib/appliance/models"
+
+# The engines' files are part of the task signature: a new engine rebuilds the package.
+do_install[file-checksums] += "${@'${APPLIANCE_ENGINES_DIR}/:True' if d.getVar('APPLIANCE_ENGINES_DIR') else ''}"
+
+do_compile() {
+    sed -e 's,@BINDIR@,${bindir},g' \
+        -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
+        -e 's,@CACHEDIR@,${localstatedir}/cache/appliance,g' \
+        -e 's,@DOCDIR@,${docdir},g' \
+        ${S}/appliance-engines.service.in > ${B}/appliance-engines.service
+}
+
+do_install() {
+    install -Dm 0644 ${B}/appliance-engines.service ${D}${systemd_system_unitdir}/appliance-engines.service
+    install -d ${D}${APPLIANCE_MODEL_REPOSITORY}
+    if [ -n "${APPLIANCE_ENGINES_DIR}" ]; then
+        if [ ! -d "${APPLIANCE_ENGINES_DIR}" ]; then
+            bbfatal "APPLIANCE_ENGINES_DIR ${APPLIANCE_ENGINES_DIR} is not a folder"
+        fi
+        cp -R --no-preserve=ownership ${APPLIANCE_ENGINES_DIR}/. ${D}${APPLIANCE_MODEL_REPOSITORY}/
+        # The reference device's description is for trt-optimize verify at build time, not for the image.
+        rm -f ${D}${APPLIANCE_MODEL_REPOSITORY}/device.json
+    fi
+    # Owned by root here; systemd hands StateDirectory= to the appliance user at the first start.
+}
+
+SYSTEMD_SERVICE:${PN} = "appliance-engines.service"
+
+FILES:${PN} += "${APPLIANCE_MODEL_REPOSITORY}"
+
+RDEPENDS:${PN} = " \
+    appliance \
+    inference-users \
+    python3-pycuda \
+    python3-tensorrt \
+"
+
+COMPATIBLE_MACHINE = "(cuda)"
+PACKAGE_ARCH = "${MACHINE_ARCH}"
