@@ -38,9 +38,9 @@ KAS_VERSION=5.5
 OELINT_VERSION=9.11.2
 IMAGE=ml-inference-image
 # Our recipes that have sources to unpack.
-UNPACK_RECIPES="appliance appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
+UNPACK_RECIPES="appliance appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
 # Recipes the image graph must contain (else the image silently lost a component).
-GRAPH_MUST_HAVE="appliance appliance-proxy inference-users tritonserver-service triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
+GRAPH_MUST_HAVE="appliance appliance-engines appliance-proxy inference-users tritonserver-service triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
 
 # oelint-adv rules we suppress, and why:
 #   oelint.vars.homepageping  it fetches HOMEPAGE over the network: always fails offline
@@ -198,7 +198,9 @@ render_unit() {  # render_unit SRC DEST
     sed -e 's,@BINDIR@,/usr/bin,g' \
         -e 's,@APPLIANCE_CONFIG@,/etc/appliance/appliance.toml,g' \
         -e 's,@APPLIANCE_TLS_DIR@,/etc/appliance/tls,g' \
-        -e 's,@TRITON_MODEL_REPOSITORY@,/var/lib/triton/models,g' "$1" > "$2"
+        -e 's,@TRITON_MODEL_REPOSITORY@,/var/lib/appliance/models,g' \
+        -e 's,@MODEL_REPOSITORY@,/var/lib/appliance/models,g' \
+        -e 's,@CACHEDIR@,/var/cache/appliance,g' "$1" > "$2"
 }
 
 step_units() {

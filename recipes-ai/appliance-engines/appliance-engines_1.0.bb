@@ -27,7 +27,6 @@ do_compile() {
     sed -e 's,@BINDIR@,${bindir},g' \
         -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
         -e 's,@CACHEDIR@,${localstatedir}/cache/appliance,g' \
-        -e 's,@DOCDIR@,${docdir},g' \
         ${S}/appliance-engines.service.in > ${B}/appliance-engines.service
 }
 
@@ -45,6 +44,8 @@ do_install() {
     # Owned by root here; systemd hands StateDirectory= to the appliance user at the first start.
 }
 
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
 SYSTEMD_SERVICE:${PN} = "appliance-engines.service"
 
 FILES:${PN} += "${APPLIANCE_MODEL_REPOSITORY}"
@@ -57,4 +58,3 @@ RDEPENDS:${PN} = " \
 "
 
 COMPATIBLE_MACHINE = "(cuda)"
-PACKAGE_ARCH = "${MACHINE_ARCH}"
