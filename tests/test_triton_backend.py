@@ -153,3 +153,19 @@ def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) 
             assert process.wait(20) == 0, log.read_text()
         # Stopping the appliance unloaded its model from Triton.
         assert not triton_client.is_model_ready("mlp")
+
+
+def test_model_loads_once_triton_comes_up_after_the_appliance(triton_repo: Path, tmp_path: Path) -> None:
+    ports = tuple(tritonserver.free_ports(3))
+    triton_url = f"127.0.0.1:{ports[1]}"
+    with appliance(triton_repo, triton_url, tmp_path / "appliance.log") as (_, grpc_port):
+        client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        assert not client.is_model_ready("mlp")
+        index = {m.name: m for m in client.get_model_repository_index().models}
+        assert index["mlp"].state == "UNAVAILABLE" and "not reachable" in index["mlp"].reason
+        with tritonserver.running_tritonserver(
+            triton_repo, tmp_path / "t", model_control_mode="explicit", ports=ports  # type: ignore[arg-type]
+        ):
+            _wait_for(lambda: client.is_model_ready("mlp"))
+            x = np.ones((1, 64), np.float32)
+            assert _infer(client, x).shape == (1, 10)

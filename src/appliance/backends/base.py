@@ -19,6 +19,10 @@ class LoadError(RuntimeError):
     """A model version could not be loaded; the message is shown in the model's status."""
 
 
+class BackendUnreachable(LoadError):
+    """The backend lives outside this process and could not be reached (Triton down): loading is retried."""
+
+
 class Backend(Protocol):
     @property
     def instance_count(self) -> int: ...

@@ -33,7 +33,7 @@ from ..core.errors import (
     QueueFull,
     Unavailable,
 )
-from .base import BackendOptions, LoadError
+from .base import BackendOptions, BackendUnreachable, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class TritonFactory:
             if not client.is_model_ready(config.name, str(version)):
                 raise LoadError(f"Triton loaded '{config.name}' but version {version} is not ready")
         except InferenceServerException as exc:
+            if str(exc.status() or "") == "StatusCode.UNAVAILABLE":
+                raise BackendUnreachable(f"Triton at {self.url} is not reachable: {exc.message()}") from None
             raise LoadError(f"Triton at {self.url} could not load '{config.name}': {exc.message()}") from None
         finally:
             client.close()

@@ -63,7 +63,7 @@ class DataPlane:
         names = self.repository.names_on_disk()
         if self.settings.model_control_mode is ModelControlMode.EXPLICIT:
             wanted = self.settings.load_model
-            names = names if "*" in wanted else [n for n in wanted]
+            names = names if "*" in wanted else list(wanted)
         if not self.settings.model_repository.is_dir():
             log.error("model repository %s does not exist", self.settings.model_repository)
         for name in names:

@@ -18,12 +18,15 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..backends import LoadError, factory_for
+from ..backends.base import BackendUnreachable
 from .errors import InvalidArgument, NotFound, Unavailable
 from .model import ModelVersion, State, warm_up
 from .model_config import ConfigError, available_versions, read_config, select_versions
 from .stats import Metrics
 
 log = logging.getLogger(__name__)
+
+_UNREACHABLE = "backend unreachable: "
 
 
 @dataclass(slots=True)
@@ -40,6 +43,7 @@ class ModelEntry:
     versions: dict[int, VersionStatus] = field(default_factory=dict)
     state: State = State.UNAVAILABLE  # of the model as a whole, for the index
     reason: str = ""
+    retry: bool = False  # its backend was unreachable: refresh() loads it again
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, s in self.versions.items() if s.state is State.READY)
@@ -124,10 +128,12 @@ class ModelRepository:
                 config, loaded, failed = await asyncio.to_thread(self._load_files, name, config_json)
             except (ConfigError, LoadError) as exc:
                 entry.state, entry.reason = State.UNAVAILABLE, str(exc)
+                entry.retry = isinstance(exc, BackendUnreachable)
                 if not previous:
                     entry.versions = {}
                 log.error("model '%s' failed to load: %s", name, exc)
                 raise LoadError(f"failed to load '{name}': {exc}") from None
+            entry.retry = any(r.startswith(_UNREACHABLE) for r in failed.values())
             for served in loaded.values():
                 served.start()
             versions = {v: VersionStatus(State.READY, "", s) for v, s in loaded.items()}
@@ -187,6 +193,8 @@ class ModelRepository:
                     backend.close()
                     raise
                 loaded[version] = served
+            except BackendUnreachable as exc:
+                failed[version] = f"{_UNREACHABLE}{exc}"
             except (LoadError, ConfigError) as exc:
                 failed[version] = str(exc)
         return config, loaded, failed
@@ -207,7 +215,7 @@ class ModelRepository:
                 await status.served.stop()
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, "unloaded"
-            entry.state, entry.reason = State.UNAVAILABLE, "unloaded"
+            entry.state, entry.reason, entry.retry = State.UNAVAILABLE, "unloaded", False
 
     async def unload_all(self) -> None:
         for name in list(self.models):
@@ -217,6 +225,13 @@ class ModelRepository:
         """Follow backends that live outside this process (Triton): a version whose backend lost it goes
         UNAVAILABLE, and is loaded there again once the backend is back."""
         for entry in list(self.models.values()):
+            if entry.retry and not self._lock(entry.name).locked():
+                try:
+                    await self.load(entry.name)
+                    log.info("model '%s': its backend is reachable again; loaded", entry.name)
+                except LoadError:
+                    pass  # still unreachable (retry stays set) or failed for good (the reason says why)
+                continue
             for version, status in entry.versions.items():
                 served = status.served
                 if served is None or not served.schedules_itself or status.state is State.UNLOADING:
