@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 def canned_responses(repo: Path) -> tuple[dict[str, pb.ModelMetadataResponse], dict[str, pb.ModelInferResponse]]:
     """Metadata and a batch-1 response of the right shape for each model of a Triton-layout repository."""
-    from appliance.core.model_config import output_specs, read_config, input_specs
+    from appliance.core.model_config import input_specs, output_specs, read_config
 
     metadata, infer = {}, {}
     for folder in sorted(p for p in repo.iterdir() if (p / "config.pbtxt").is_file()):

@@ -1,11 +1,13 @@
-"""Closed-loop load of batch-1 requests from ``tritonclient``; run in its own process by ``serving.py``.
+"""Closed-loop load of batch-N requests (N = ``batch_size``, default 1) from ``tritonclient``; run in its
+own process by ``serving.py``.
 
 Usage (one point, a JSON spec as the only argument)::
 
     python benchmarks/loadgen.py '{"transport": "grpc", "url": "127.0.0.1:8001", "model": "mlp",
                                    "concurrency": 64, "duration_s": 10, "warmup_s": 2}'
 
-It loads the model's metadata, makes one random batch-1 request per input, then keeps ``concurrency``
+It loads the model's metadata, makes one random request of ``batch_size`` samples (the first dimension of
+each input whose metadata shape starts with -1; other -1 dimensions are 1), then keeps ``concurrency``
 requests in flight (each worker sends its next request as soon as its last one answers). The load runs for
 ``warmup_s`` first, then it prints ``START`` and, ``duration_s`` later, ``STOP`` on stdout at the exact
 edges of the measured window (so the parent can sample CPU of both processes there), and finally one line
@@ -49,6 +51,7 @@ class Spec:
     warmup_s: float = 2.0
     mode: str = ""  # see DEFAULT_MODES
     seed: int = 0
+    batch_size: int = 1  # samples a request: the first dimension of batched inputs (-1 in the metadata)
 
 
 @dataclass
@@ -78,14 +81,19 @@ def _signal(word: str) -> None:
     sys.stdout.flush()
 
 
-def _inputs_from_metadata(metadata: dict[str, Any], seed: int) -> list[TensorSpec]:
-    """(name, datatype, shape, data) of a batch-1 request for each input in the model metadata."""
+def _inputs_from_metadata(metadata: dict[str, Any], seed: int, batch_size: int = 1) -> list[TensorSpec]:
+    """(name, datatype, shape, data) of a ``batch_size`` request for each input in the model metadata.
+
+    A leading -1 (the batch dimension of a model with ``max_batch_size`` > 0) becomes ``batch_size``; any
+    other -1 becomes 1.
+    """
     from tritonclient.utils import triton_to_np_dtype
 
     rng = np.random.default_rng(seed)
     result = []
     for item in metadata["inputs"]:
-        shape = [1 if int(d) < 0 else int(d) for d in item["shape"]]
+        dims = [int(d) for d in item["shape"]]
+        shape = [(batch_size if i == 0 else 1) if d < 0 else d for i, d in enumerate(dims)]
         dtype = triton_to_np_dtype(item["datatype"])
         if dtype == np.object_:
             data = np.array([b"x"] * int(np.prod(shape)), dtype=np.object_).reshape(shape)
@@ -125,7 +133,7 @@ def _run_grpc_aio(spec: Spec, window: Window) -> None:
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aioclient
 
-    specs = _inputs_from_metadata(_grpc_metadata(spec.url, spec.model), spec.seed)
+    specs = _inputs_from_metadata(_grpc_metadata(spec.url, spec.model), spec.seed, spec.batch_size)
 
     async def main() -> None:
         client = aioclient.InferenceServerClient(spec.url)
@@ -207,7 +215,8 @@ def _run_http_gevent(spec: Spec, window: Window) -> None:
     import tritonclient.http as httpclient
 
     metadata = _http_metadata(spec.url, spec.model)
-    inputs, outputs = _http_request(_inputs_from_metadata(metadata, spec.seed), [o["name"] for o in metadata["outputs"]])
+    specs = _inputs_from_metadata(metadata, spec.seed, spec.batch_size)
+    inputs, outputs = _http_request(specs, [o["name"] for o in metadata["outputs"]])
     client = httpclient.InferenceServerClient(
         spec.url, concurrency=spec.concurrency, connection_timeout=60.0, network_timeout=60.0
     )
@@ -229,7 +238,8 @@ def _run_threads(spec: Spec, window: Window) -> None:
             import tritonclient.grpc as grpcclient
 
             g = grpcclient.InferenceServerClient(spec.url)
-            specs = _inputs_from_metadata(_grpc_metadata(spec.url, spec.model), spec.seed + index)
+            metadata = _grpc_metadata(spec.url, spec.model)
+            specs = _inputs_from_metadata(metadata, spec.seed + index, spec.batch_size)
             g_inputs = []
             for name, datatype, shape, data in specs:
                 tensor = grpcclient.InferInput(name, shape, datatype)
@@ -242,7 +252,8 @@ def _run_threads(spec: Spec, window: Window) -> None:
 
             metadata = _http_metadata(spec.url, spec.model)
             h_inputs, h_outputs = _http_request(
-                _inputs_from_metadata(metadata, spec.seed + index), [o["name"] for o in metadata["outputs"]]
+                _inputs_from_metadata(metadata, spec.seed + index, spec.batch_size),
+                [o["name"] for o in metadata["outputs"]],
             )
             h = httpclient.InferenceServerClient(spec.url, connection_timeout=60.0, network_timeout=60.0)
             clients.append(h)
@@ -264,7 +275,7 @@ def _run_http_aio(spec: Spec, window: Window) -> None:
     import tritonclient.http.aio as aioclient
 
     metadata = _http_metadata(spec.url, spec.model)
-    specs = _inputs_from_metadata(metadata, spec.seed)
+    specs = _inputs_from_metadata(metadata, spec.seed, spec.batch_size)
 
     async def main() -> None:
         client = aioclient.InferenceServerClient(spec.url, conn_limit=spec.concurrency)
@@ -333,7 +344,9 @@ def run(spec: Spec) -> dict[str, Any]:
     spec.mode = mode
     window = Window()
     runner(spec, window)
-    return {"spec": asdict(spec), **summarize(window, spec.duration_s)}
+    summary = summarize(window, spec.duration_s)
+    summary["samples_per_s"] = summary["rps"] * spec.batch_size
+    return {"spec": asdict(spec), **summary}
 
 
 def main(argv: list[str] | None = None) -> int:

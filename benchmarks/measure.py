@@ -27,15 +27,17 @@ LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 
 @dataclass
 class Point:
-    """One measured point: a target, model, transport, queue delay and concurrency."""
+    """One measured point: a target, model, transport, queue delay, concurrency and samples a request."""
 
     target: str
     model: str
     transport: str
     max_queue_delay_us: int
     concurrency: int
+    batch_size: int = 1  # samples a request
     client_mode: str = ""
-    rps: float = 0.0
+    rps: float = 0.0  # requests a second
+    samples_per_s: float = 0.0  # rps x batch_size
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
@@ -126,6 +128,11 @@ def _cpu_busy_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+def _server_cpu_seconds(server: RunningServer) -> float:
+    """CPU seconds of the server's process tree; 0 for a remote server (its CPU is not seen from here)."""
+    return tree_cpu_seconds(server.process.pid) if server.process is not None else 0.0
+
+
 def run_point(
     server: RunningServer,
     model: str,
@@ -135,20 +142,21 @@ def run_point(
     warmup_s: float,
     max_queue_delay_us: int,
     client_mode: str = "",
+    batch_size: int = 1,
 ) -> Point:
     """Run one closed-loop point from a fresh client process; CPU is sampled at the window's edges."""
     spec = {"transport": transport, "url": server.url(transport), "model": model, "concurrency": concurrency,
-            "duration_s": duration_s, "warmup_s": warmup_s, "mode": client_mode}
-    point = Point(server.target, model, transport, max_queue_delay_us, concurrency,
+            "duration_s": duration_s, "warmup_s": warmup_s, "mode": client_mode, "batch_size": batch_size}
+    point = Point(server.target, model, transport, max_queue_delay_us, concurrency, batch_size,
                   loadavg_before=os.getloadavg()[0])
     client = _Client(spec)
     try:
         client.expect("START", timeout_s=warmup_s + 60)
         wall0, busy0 = time.perf_counter(), _cpu_busy_seconds()
-        server0, client0 = tree_cpu_seconds(server.process.pid), tree_cpu_seconds(client.process.pid)
+        server0, client0 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
         client.expect("STOP", timeout_s=duration_s + 60)
         wall1, busy1 = time.perf_counter(), _cpu_busy_seconds()
-        server1, client1 = tree_cpu_seconds(server.process.pid), tree_cpu_seconds(client.process.pid)
+        server1, client1 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
         result = json.loads(client.expect("RESULT", timeout_s=120))
     finally:
         client.close()
@@ -157,6 +165,7 @@ def run_point(
     point.server_cpu_pct = (server1 - server0) / wall * 100
     point.other_cpu_pct = max((busy1 - busy0) / wall * 100 - point.client_cpu_pct - point.server_cpu_pct, 0.0)
     point.client_mode = result["spec"]["mode"]
+    point.samples_per_s = result["rps"] * batch_size
     for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "requests", "errors", "first_error", "elapsed_s"):
         setattr(point, key, result[key])
     return point
@@ -173,6 +182,9 @@ def run_soak(
     echo: Callable[[str], None] = print,
 ) -> SoakResult:
     """Closed-loop load for ``duration_s``; the server tree's RSS is sampled every ``interval_s``."""
+    if server.process is None:
+        raise ValueError("the soak reads the server's RSS: it needs a server started here, not --url")
+    process = server.process
     soak = SoakResult(model, transport, concurrency, duration_s, interval_s)
     spec = {"transport": transport, "url": server.url(transport), "model": model, "concurrency": concurrency,
             "duration_s": duration_s, "warmup_s": warmup_s}
@@ -184,7 +196,7 @@ def run_soak(
         while True:
             now = time.monotonic()
             if now >= next_sample:
-                rss = tree_rss_bytes(server.process.pid)
+                rss = tree_rss_bytes(process.pid)
                 soak.samples.append((now - start, rss))
                 echo(f"  soak t={now - start:7.1f} s  RSS {rss / 2**20:8.1f} MiB")
                 next_sample += interval_s
@@ -196,7 +208,7 @@ def run_soak(
                 raise RuntimeError(f"client exited during the soak:\n{client.error_tail()}")
             if line.startswith("STOP"):
                 break
-        rss = tree_rss_bytes(server.process.pid)
+        rss = tree_rss_bytes(process.pid)
         soak.samples.append((time.monotonic() - start, rss))
         echo(f"  soak t={time.monotonic() - start:7.1f} s  RSS {rss / 2**20:8.1f} MiB (end)")
         result = json.loads(client.expect("RESULT", timeout_s=120))

@@ -31,6 +31,7 @@ __all__ = [
     "ServerStartError",
     "appliance_command",
     "prepare_onnx_repository",
+    "remote_server",
     "running_appliance",
     "running_server",
     "tree_cpu_seconds",
@@ -47,8 +48,8 @@ class ServerStartError(RuntimeError):
 class RunningServer:
     """What the benchmark needs of a started server."""
 
-    target: str  # "appliance" or "triton"
-    process: subprocess.Popen[bytes]
+    target: str  # "appliance", "triton", "grpc-floor" or "remote"
+    process: subprocess.Popen[bytes] | None  # None: a server already running elsewhere (no CPU or RSS read)
     host: str
     http_port: int
     grpc_port: int
@@ -64,6 +65,21 @@ class RunningServer:
 
     def url(self, transport: str) -> str:
         return self.grpc_url if transport == "grpc" else self.http_url
+
+
+def remote_server(address: str) -> RunningServer:
+    """A server already running (e.g. `appliance serve` on a Jetson): ``HOST[:HTTP_PORT[:GRPC_PORT]]``."""
+    host, *ports = address.split(":")
+    try:
+        http_port = int(ports[0]) if ports else 8000
+        grpc_port = int(ports[1]) if len(ports) > 1 else 8001
+    except ValueError:
+        ports = ["", "", ""]
+    if not host or len(ports) > 2:
+        raise ValueError(f"--url {address!r}: expected HOST[:HTTP_PORT[:GRPC_PORT]]")
+    if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", 10.0):
+        raise ServerStartError(f"{address}: GET /v2/health/ready on port {http_port} is not 200")
+    return RunningServer("remote", None, host, http_port, grpc_port, Path("(remote)"))
 
 
 def prepare_onnx_repository(

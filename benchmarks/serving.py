@@ -1,6 +1,9 @@
-"""Serving benchmark: closed-loop batch-1 load on the appliance and on NVIDIA Triton, side by side.
+"""Serving benchmark: closed-loop load (batch-1 requests by default) on the appliance and on NVIDIA Triton.
 
     python benchmarks/serving.py                       # everything, 10 s a point
+    python benchmarks/serving.py --model-repository R --models resnet50 --targets appliance \
+        --transports grpc --batch-size 16 --concurrency 2,4 --max-queue-delay-us 2000
+    python benchmarks/serving.py --url orin.local:8000:8001 --models resnet50 --batch-size 16 ...
     python benchmarks/serving.py --targets triton --models mlp --duration 2 --concurrency 1,64
     python benchmarks/serving.py --soak 600            # RSS of our server under gRPC c=64 for 10 min
 
@@ -28,7 +31,14 @@ if __package__ in (None, ""):  # run as `python benchmarks/serving.py`: make `be
 
 from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference, run_point, run_soak
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
-from benchmarks.servers import ServerStartError, prepare_onnx_repository, running_server, wait_models_ready
+from benchmarks.servers import (
+    RunningServer,
+    ServerStartError,
+    prepare_onnx_repository,
+    remote_server,
+    running_server,
+    wait_models_ready,
+)
 
 TARGETS = ("appliance", "triton", "grpc-floor")
 TRANSPORTS = ("grpc", "http")
@@ -54,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=("Targets from issue 3 (2 cores, client and server together): gRPC c=64 >= 1.5x Triton req/s "
                 "on both models; CNN gRPC c=64 >= 50%% of in-process batch-32 samples/s; c=1 with "
-                "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak."),
+                "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak. They are judged on "
+                "--batch-size 1 points only."),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--targets", type=_csv(str, TARGETS), default=",".join(TARGETS),
@@ -67,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)")
     parser.add_argument("--concurrency", type=_csv(int), default="1,16,64",
                         help="requests kept in flight (closed loop), one point per value")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+                        help="samples a request: the first dimension of each batched input (-1 in the model "
+                             "metadata); the table shows req/s and samples/s (req/s x N)")
+    parser.add_argument("--url", default=None, metavar="HOST[:HTTP[:GRPC]]",
+                        help="measure a server already running there (e.g. `appliance serve` on a Jetson; "
+                             "ports default 8000:8001) instead of starting --targets; its CPU is not read "
+                             "(server %% shows 0) and its config is its own (--max-queue-delay-us only labels)")
     parser.add_argument("--max-queue-delay-us", type=_csv(int), default="0", metavar="US[,US]",
                         help="dynamic_batching max_queue_delay_microseconds written into each config; one "
                              "server start per value (e.g. 0,10000)")
@@ -122,6 +140,16 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
     points: list[Point] = []
     failures: list[str] = []
     for delay in args.max_queue_delay_us:
+        if args.url:
+            _echo(f"== {args.url} (already running; delay {delay} us is a label only)")
+            try:
+                server = remote_server(args.url)
+                wait_models_ready(server, args.models)
+                _measure_server(args, server, delay, points, failures)
+            except (ServerStartError, RuntimeError, TimeoutError) as exc:
+                failures.append(f"{args.url}: {exc}")
+                _echo(f"!! {args.url}: {exc}")
+            continue
         repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
         for target in args.targets:
             _echo(f"== {target}, max_queue_delay_us={delay}")
@@ -129,29 +157,37 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
                 with running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg) as server:
                     if target != "grpc-floor":
                         wait_models_ready(server, args.models)
-                    for model in args.models:
-                        for transport in args.transports:
-                            if target == "grpc-floor" and transport != "grpc":
-                                continue  # the floor is gRPC only
-                            mode = args.grpc_client if transport == "grpc" else args.http_client
-                            for concurrency in args.concurrency:
-                                try:
-                                    point = run_point(server, model, transport, concurrency, args.duration,
-                                                      args.warmup, delay, mode)
-                                except (RuntimeError, TimeoutError) as exc:
-                                    message = f"{target} {model} {transport} c={concurrency} delay {delay}: {exc}"
-                                    failures.append(message)
-                                    _echo(f"!! {message}")
-                                    if server.process.poll() is not None:
-                                        raise RuntimeError(f"{target} exited (log {server.log_path})") from exc
-                                    continue
-                                points.append(point)
-                                _echo(format_points([point], header=False))
+                    _measure_server(args, server, delay, points, failures)
             except (ServerStartError, RuntimeError, TimeoutError) as exc:
                 message = f"{target} (delay {delay} us): {exc}"
                 failures.append(message)
                 _echo(f"!! {message}")
     return points, failures
+
+
+def _measure_server(args: argparse.Namespace, server: RunningServer, delay: int, points: list[Point],
+                    failures: list[str]) -> None:
+    """Every model x transport x concurrency point on one started server."""
+    target = server.target
+    for model in args.models:
+        for transport in args.transports:
+            if target == "grpc-floor" and transport != "grpc":
+                continue  # the floor is gRPC only
+            mode = args.grpc_client if transport == "grpc" else args.http_client
+            for concurrency in args.concurrency:
+                try:
+                    point = run_point(server, model, transport, concurrency, args.duration, args.warmup, delay,
+                                      mode, args.batch_size)
+                except (RuntimeError, TimeoutError) as exc:
+                    message = (f"{target} {model} {transport} c={concurrency} batch {args.batch_size} "
+                               f"delay {delay}: {exc}")
+                    failures.append(message)
+                    _echo(f"!! {message}")
+                    if server.process is not None and server.process.poll() is not None:
+                        raise RuntimeError(f"{target} exited (log {server.log_path})") from exc
+                    continue
+                points.append(point)
+                _echo(format_points([point], header=False))
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
@@ -169,7 +205,12 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.url and args.soak > 0:
+        parser.error("--soak reads the server's RSS: it starts the server here; leave out --url")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: dict[str, Any] = {"machine": machine_info(),
                               "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
