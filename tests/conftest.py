@@ -84,15 +84,27 @@ class ServerProcess:
 
 def serve_command(repo: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "appliance.cli", "serve",
-        "--model-repository", str(repo),
-        "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
-        "--http-port", "0", "--grpc-port", "0",
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-address",
+        "127.0.0.1",
+        "--grpc-address",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
         *extra,
     ]
 
 
-def launch(repo: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> ServerProcess:
+def launch(
+    repo: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True
+) -> ServerProcess:
     """Start ``appliance serve`` on ``repo``; with ``wait``, return once its ready line shows the ports."""
     out = log_path.open("wb")
     full_env = {**os.environ, **(env or {})}
@@ -117,7 +129,9 @@ def launch(repo: Path, log_path: Path, *extra: str, env: dict[str, str] | None =
 
 
 @contextlib.contextmanager
-def running_server(repo: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+def running_server(
+    repo: Path, log_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
     """A server for the ``with`` block; killed on the way out whatever happened."""
     server = launch(repo, log_path, *extra, env=env)
     try:

@@ -294,7 +294,9 @@ def slow_model(seed: int = 3) -> bytes:
     return _finish(graph)
 
 
-def write_slow(repo: Path, name: str, max_batch_size: int = 8, dynamic_batching: str | None = "", instances: int = 1) -> bytes:
+def write_slow(
+    repo: Path, name: str, max_batch_size: int = 8, dynamic_batching: str | None = "", instances: int = 1
+) -> bytes:
     """The slow model with ``dynamic_batching { <dynamic_batching> }`` (None: no dynamic batching)."""
     data = slow_model()
     batching = "" if dynamic_batching is None else f"dynamic_batching {{ {dynamic_batching} }}"

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import ServerProcess
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
-
-from conftest import ServerProcess
 
 LIMIT = 4 * 1024 * 1024  # --max-request-bytes of demo_server
 
@@ -71,8 +70,19 @@ def test_rest_unknown_model_and_version(demo_server: ServerProcess):
         ([GOOD, {**GOOD, "name": "bogus"}], ["'bogus'"]),
         ([GOOD, GOOD], ["'input'"]),
     ],
-    ids=["datatype", "shape", "no-batch-dim", "batch-too-big", "count", "strings", "unknown-type", "no-data",
-         "missing", "extra", "twice"],
+    ids=[
+        "datatype",
+        "shape",
+        "no-batch-dim",
+        "batch-too-big",
+        "count",
+        "strings",
+        "unknown-type",
+        "no-data",
+        "missing",
+        "extra",
+        "twice",
+    ],
 )
 def test_rest_bad_inputs_are_400_naming_the_input(demo_server: ServerProcess, inputs, names):
     assert_error(post(demo_server, "/v2/models/mlp/infer", {"inputs": inputs}), 400, *names)
@@ -116,7 +126,11 @@ def test_rest_body_over_the_limit_is_413(demo_server: ServerProcess):
     n = LIMIT // 256 + 1
     data = np.zeros((n, 64), np.float32).tobytes()
     body, headers = binary_body(
-        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [n, 64], "parameters": {"binary_data_size": len(data)}}]},
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [n, 64], "parameters": {"binary_data_size": len(data)}}
+            ]
+        },
         data,
     )
     assert_error(post(demo_server, "/v2/models/mlp/infer", body, headers), 413, str(LIMIT))
@@ -165,7 +179,9 @@ def stub(demo_server: ServerProcess):
         yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
-def request_with(*tensors: tuple[str, str, list[int], bytes], model: str = "mlp", version: str = "") -> pb.ModelInferRequest:
+def request_with(
+    *tensors: tuple[str, str, list[int], bytes], model: str = "mlp", version: str = ""
+) -> pb.ModelInferRequest:
     request = pb.ModelInferRequest(model_name=model, model_version=version)
     for name, datatype, shape, raw in tensors:
         request.inputs.add(name=name, datatype=datatype, shape=shape)

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+import models
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
-import models
 from conftest import ServerProcess, assert_same, iterations_for, ort_run, running_server
+from tritonclient.utils import InferenceServerException
 
 SLOW_MODELS = {
     # name: (max_batch_size, dynamic_batching body)
@@ -247,7 +246,12 @@ def test_priorities_are_served_in_order(server_factory, slow_repo: Path, transpo
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
     # Level by level; within a level arrival order decides, which threads on a loaded machine do not fix.
     levels = [calls.order[:1], calls.order[1:3], calls.order[3:5], calls.order[5:]]
-    assert [sorted(level) for level in levels] == [["blocker"], ["high0", "high1"], ["mid0", "mid1"], ["low0", "low1", "low2"]], calls.order
+    assert [sorted(level) for level in levels] == [
+        ["blocker"],
+        ["high0", "high1"],
+        ["mid0", "mid1"],
+        ["low0", "low1", "low2"],
+    ], calls.order
 
 
 # -- queue timeouts ------------------------------------------------------------------------------
@@ -298,12 +302,18 @@ def test_delay_timeout_is_served_after_the_others(slow_server: ServerProcess):
     calls.submit("other1", lambda: infer(slow_server, "slow_delay_action", "http", n))
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
-    assert calls.order[0] == "blocker" and calls.order[-1] == "delayed", (calls.order, calls.outcomes, calls.finished_at)
+    assert calls.order[0] == "blocker" and calls.order[-1] == "delayed", (
+        calls.order,
+        calls.outcomes,
+        calls.finished_at,
+    )
 
 
 def test_timeouts_and_rejections_are_counted(slow_server: ServerProcess):
     """Failures of the tests above show in /metrics by reason (run after them in this module)."""
-    assert metric(slow_server, "appliance_request_failure_total", model="slow_reject", version="1", reason="timeout") >= 2
+    assert (
+        metric(slow_server, "appliance_request_failure_total", model="slow_reject", version="1", reason="timeout") >= 2
+    )
 
 
 # -- queue size ----------------------------------------------------------------------------------
@@ -324,7 +334,9 @@ def test_max_queue_size_rejects(slow_server: ServerProcess):
     assert calls.order.index("over_grpc") < calls.order.index("blocker")
     assert calls.order.index("over_http") < calls.order.index("blocker")
     assert [status_of(calls.outcomes[k]) for k in ("blocker", "q0", "q1")] == ["ok"] * 3
-    assert metric(slow_server, "appliance_request_failure_total", model="slow_qsize", version="1", reason="rejected") == 2
+    assert (
+        metric(slow_server, "appliance_request_failure_total", model="slow_qsize", version="1", reason="rejected") == 2
+    )
 
 
 # -- clients that go away ------------------------------------------------------------------------
@@ -356,4 +368,7 @@ def test_cancelled_clients_requests_never_run(slow_server: ServerProcess):
     infer(slow_server, "slow_cancel", "http", 1)  # the queue is free, and a new request runs
     s = stats(slow_server, "slow_cancel")
     assert s["inference_count"] == 2 and s["execution_count"] == 2, s
-    assert metric(slow_server, "appliance_request_failure_total", model="slow_cancel", version="1", reason="cancelled") == 2
+    assert (
+        metric(slow_server, "appliance_request_failure_total", model="slow_cancel", version="1", reason="cancelled")
+        == 2
+    )

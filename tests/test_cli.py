@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -13,15 +12,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from conftest import READY_LINE, ServerProcess, launch, _live_servers
+from conftest import READY_LINE, ServerProcess, _live_servers
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
 
 def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*APPLIANCE, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*APPLIANCE, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def test_top_level_help():
@@ -35,8 +34,18 @@ def test_serve_help_documents_every_option():
     result = run("serve", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for flag in ("--model-repository", "--http-port", "--grpc-port", "--model-control-mode", "--load-model",
-                 "--exit-timeout-secs", "--max-request-bytes", "--config", "--http-address", "--grpc-address"):
+    for flag in (
+        "--model-repository",
+        "--http-port",
+        "--grpc-port",
+        "--model-control-mode",
+        "--load-model",
+        "--exit-timeout-secs",
+        "--max-request-bytes",
+        "--config",
+        "--http-address",
+        "--grpc-address",
+    ):
         assert flag in text, flag
     assert "APPLIANCE_MODEL_REPOSITORY" in text and "APPLIANCE_EXIT_TIMEOUT_SECS" in text
     from appliance.cli import build_parser
@@ -56,7 +65,9 @@ def test_demo_repository_command(tmp_path: Path):
     assert (tmp_path / "a" / "cnn" / "labels.txt").read_text().split()[0] == "cat"
     run("demo-repository", str(tmp_path / "b"))
     for model in ("mlp", "cnn"):  # seeded: the same bytes every time
-        assert (tmp_path / "a" / model / "1" / "model.onnx").read_bytes() == (tmp_path / "b" / model / "1" / "model.onnx").read_bytes()
+        assert (tmp_path / "a" / model / "1" / "model.onnx").read_bytes() == (
+            tmp_path / "b" / model / "1" / "model.onnx"
+        ).read_bytes()
 
 
 def test_demo_repository_unwritable(tmp_path: Path):
@@ -70,11 +81,11 @@ def test_demo_repository_unwritable(tmp_path: Path):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ('http_port = \n', ["line 1"]),
+        ("http_port = \n", ["line 1"]),
         ('model_repository = "/x"\nhttp_port = 80 80\nlog_level = "info"\n', ["line 2"]),
-        ('no_such_setting = 1\n', ["no_such_setting"]),
+        ("no_such_setting = 1\n", ["no_such_setting"]),
         ('http_port = "many"\n', ["http_port"]),
-        ('http_port = 70000\n', ["http_port"]),
+        ("http_port = 70000\n", ["http_port"]),
     ],
     ids=["syntax", "syntax-line-2", "unknown-key", "wrong-type", "out-of-range"],
 )
@@ -125,7 +136,13 @@ def _start_raw(args: list[str], log: Path, env: dict[str, str]) -> ServerProcess
 
 
 def _body(rows: int) -> bytes:
-    return json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [rows, 64], "data": [0.123456789012345] * (64 * rows)}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "datatype": "FP32", "shape": [rows, 64], "data": [0.123456789012345] * (64 * rows)}
+            ]
+        }
+    ).encode()
 
 
 def test_settings_from_config_file_env_and_flags(tmp_path: Path, demo_repo: Path):
@@ -144,16 +161,25 @@ def test_settings_from_config_file_env_and_flags(tmp_path: Path, demo_repo: Path
         assert httpx.post(f"{s.base}/v2/models/mlp/infer", content=_body(1)).status_code == 413
         assert s.http().is_model_ready("cnn")
         # environment over file: bigger limit, only mlp
-        s = _start_raw(["serve"], tmp_path / "b.log",
-                       {"APPLIANCE_CONFIG": str(config), "APPLIANCE_MAX_REQUEST_BYTES": "10000",
-                        "APPLIANCE_LOAD_MODEL": '["mlp"]'})
+        s = _start_raw(
+            ["serve"],
+            tmp_path / "b.log",
+            {
+                "APPLIANCE_CONFIG": str(config),
+                "APPLIANCE_MAX_REQUEST_BYTES": "10000",
+                "APPLIANCE_LOAD_MODEL": '["mlp"]',
+            },
+        )
         servers.append(s)
         assert httpx.post(f"{s.base}/v2/models/mlp/infer", content=_body(1)).status_code == 200
         assert httpx.post(f"{s.base}/v2/models/mlp/infer", content=_body(32)).status_code == 413
         assert not s.http().is_model_ready("cnn")
         # flag over environment
-        s = _start_raw(["serve", "--max-request-bytes", "1000000"], tmp_path / "c.log",
-                       {"APPLIANCE_CONFIG": str(config), "APPLIANCE_MAX_REQUEST_BYTES": "10000"})
+        s = _start_raw(
+            ["serve", "--max-request-bytes", "1000000"],
+            tmp_path / "c.log",
+            {"APPLIANCE_CONFIG": str(config), "APPLIANCE_MAX_REQUEST_BYTES": "10000"},
+        )
         servers.append(s)
         assert httpx.post(f"{s.base}/v2/models/mlp/infer", content=_body(32)).status_code == 200
     finally:
@@ -167,7 +193,19 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, demo_repo: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run("serve", "--model-repository", str(demo_repo), "--http-address", "127.0.0.1",
-                     "--grpc-address", "127.0.0.1", "--grpc-port", "0", "--http-port", str(port), timeout=60)
+        result = run(
+            "serve",
+            "--model-repository",
+            str(demo_repo),
+            "--http-address",
+            "127.0.0.1",
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            str(port),
+            timeout=60,
+        )
     assert result.returncode == 1, result.stderr[-2000:]
     assert "appliance serve:" in result.stderr and "Traceback" not in result.stderr

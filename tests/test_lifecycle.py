@@ -13,14 +13,14 @@ from typing import Any
 
 import grpc
 import httpx
+import models
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from conftest import ServerProcess, iterations_for
 from tritonclient.utils import InferenceServerException
 
-import models
-from conftest import ServerProcess, iterations_for
 from appliance.demo import write_demo_repository
 
 
@@ -58,7 +58,9 @@ def classify(exc: BaseException) -> str:
     return f"lost: {type(exc).__name__}: {exc}"
 
 
-def worker(server: ServerProcess, transport: str, n: int, stop: threading.Event, out: list[Outcome], lock: threading.Lock) -> None:
+def worker(
+    server: ServerProcess, transport: str, n: int, stop: threading.Event, out: list[Outcome], lock: threading.Lock
+) -> None:
     value = 0.0
     while not stop.is_set():
         value += 1
@@ -70,7 +72,11 @@ def worker(server: ServerProcess, transport: str, n: int, stop: threading.Event,
             else:
                 client = grpcclient.InferenceServerClient(server.grpc_url)
                 result = client.infer("slow", slow_inputs(grpcclient, n, value), client_timeout=60)
-            kind = "ok" if np.array_equal(result.as_numpy("y"), np.full((1, 4), value, np.float32)) else "lost: wrong answer"
+            kind = (
+                "ok"
+                if np.array_equal(result.as_numpy("y"), np.full((1, 4), value, np.float32))
+                else "lost: wrong answer"
+            )
         except Exception as exc:  # noqa: BLE001 - every failure is classified
             kind = classify(exc)
         finally:
@@ -104,7 +110,9 @@ def test_sigterm_under_load_loses_nothing(server_factory, drain_repo: Path):
     def blocker() -> None:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         try:
-            block["result"] = client.infer("slow_block", slow_inputs(grpcclient, iterations_for(2.5), 42.0), client_timeout=60)
+            block["result"] = client.infer(
+                "slow_block", slow_inputs(grpcclient, iterations_for(2.5), 42.0), client_timeout=60
+            )
         except Exception as exc:  # noqa: BLE001
             block["error"] = exc
 

@@ -8,14 +8,13 @@ import json
 import shutil
 
 import httpx
+import models
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
-
-import models
 from conftest import ModelsRepo, ServerProcess, assert_same, ort_run
+from tritonclient.utils import InferenceServerException
 
 
 def infer_add(server: ServerProcess, model: str, version: str = "", transport: str = "http") -> np.ndarray:
@@ -38,8 +37,14 @@ def test_server_live_ready_metadata(demo_server: ServerProcess):
     assert grpc_.is_server_live() and grpc_.is_server_ready()
     meta = http.get_server_metadata()
     assert meta["name"] == "appliance" and meta["version"]
-    for extension in ("classification", "model_repository", "schedule_policy", "model_configuration",
-                      "statistics", "binary_tensor_data"):
+    for extension in (
+        "classification",
+        "model_repository",
+        "schedule_policy",
+        "model_configuration",
+        "statistics",
+        "binary_tensor_data",
+    ):
         assert extension in meta["extensions"]
     gmeta = grpc_.get_server_metadata()
     assert gmeta.name == "appliance" and list(gmeta.extensions) == meta["extensions"]
@@ -176,13 +181,20 @@ def test_classification_without_batching_and_labels(models_server: ServerProcess
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 @pytest.mark.parametrize(
     "model, served",
-    [("versions_all", [1, 2, 3]), ("versions_specific", [1, 3]), ("versions_latest", [2, 3]), ("versions_default", [3])],
+    [
+        ("versions_all", [1, 2, 3]),
+        ("versions_specific", [1, 3]),
+        ("versions_latest", [2, 3]),
+        ("versions_default", [3]),
+    ],
 )
 def test_version_policy(models_server: ServerProcess, model, served, transport):
     """Version v adds v: each served version answers with its own file; the default is the highest."""
     for version in (1, 2, 3):
         if version in served:
-            assert_same(infer_add(models_server, model, str(version), transport), np.array([[1.0, 2.0]], np.float32) + version)
+            assert_same(
+                infer_add(models_server, model, str(version), transport), np.array([[1.0, 2.0]], np.float32) + version
+            )
         else:
             with pytest.raises(InferenceServerException) as info:
                 infer_add(models_server, model, str(version), transport)
@@ -252,7 +264,11 @@ def explicit_repo(tmp_path_factory) -> ModelsRepo:
 def test_explicit_mode_load_and_unload(server_factory, explicit_repo: ModelsRepo, transport):
     server = server_factory(explicit_repo.root, "--model-control-mode", "explicit", "--load-model", "first")
     client = server.http() if transport == "http" else server.grpc()
-    index = client.get_model_repository_index() if transport == "http" else client.get_model_repository_index(as_json=True)["models"]
+    index = (
+        client.get_model_repository_index()
+        if transport == "http"
+        else client.get_model_repository_index(as_json=True)["models"]
+    )
     rows = {r["name"]: r for r in index}
     assert rows["first"]["state"] == "READY"
     assert "state" not in rows["second"] or rows["second"]["state"] != "READY"
@@ -269,7 +285,11 @@ def test_explicit_mode_load_and_unload(server_factory, explicit_repo: ModelsRepo
     with pytest.raises(InferenceServerException) as info:
         infer_add(server, "first", transport=transport)
     assert info.value.status() in ("503", "StatusCode.UNAVAILABLE")
-    index = client.get_model_repository_index() if transport == "http" else client.get_model_repository_index(as_json=True)["models"]
+    index = (
+        client.get_model_repository_index()
+        if transport == "http"
+        else client.get_model_repository_index(as_json=True)["models"]
+    )
     assert {r["name"]: r.get("state") for r in index}["first"] == "UNAVAILABLE"
 
     client.load_model("first")  # and back
@@ -283,7 +303,9 @@ def test_explicit_load_with_config_override(server_factory, explicit_repo: Model
     """Triton's load with a ``config`` parameter: the JSON config replaces config.pbtxt for that load."""
     server = server_factory(explicit_repo.root, "--model-control-mode", "explicit")
     config = {
-        "name": "first", "backend": "onnxruntime", "max_batch_size": 2,
+        "name": "first",
+        "backend": "onnxruntime",
+        "max_batch_size": 2,
         "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [2]}],
         "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [2]}],
         "version_policy": {"specific": {"versions": [2]}},

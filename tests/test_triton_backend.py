@@ -31,13 +31,29 @@ except tritonserver.TritonStartError as exc:  # pragma: no cover - the test extr
     pytest.skip(f"real tritonserver unavailable: {exc}", allow_module_level=True)
 
 
-def _start_appliance(
-    repo: Path, triton_url: str, log: Path, *extra: str
-) -> tuple[subprocess.Popen[bytes], int, int]:
+def _start_appliance(repo: Path, triton_url: str, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
     command = [
-        sys.executable, "-m", "appliance.cli", "serve", "--model-repository", str(repo),
-        "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--http-port", "0", "--grpc-port", "0",
-        "--triton-url", triton_url, "--triton-check-interval-secs", "0.3", "--exit-timeout-secs", "5", *extra,
+        sys.executable,
+        "-m",
+        "appliance.cli",
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-address",
+        "127.0.0.1",
+        "--grpc-address",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--triton-url",
+        triton_url,
+        "--triton-check-interval-secs",
+        "0.3",
+        "--exit-timeout-secs",
+        "5",
+        *extra,
     ]
     out = log.open("wb")
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -69,8 +85,9 @@ def appliance(repo: Path, triton_url: str, log: Path) -> Iterator[tuple[int, int
 @pytest.fixture(scope="module")
 def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_repo = write_demo_repository(tmp_path_factory.mktemp("onnx"))[0].parent
-    return tritonserver.write_python_backend_repository(onnx_repo, tmp_path_factory.mktemp("triton") / "repo",
-                                                        models=["mlp"])
+    return tritonserver.write_python_backend_repository(
+        onnx_repo, tmp_path_factory.mktemp("triton") / "repo", models=["mlp"]
+    )
 
 
 def _wait_for(predicate, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -164,7 +181,10 @@ def test_model_loads_once_triton_comes_up_after_the_appliance(triton_repo: Path,
         index = {m.name: m for m in client.get_model_repository_index().models}
         assert index["mlp"].state == "UNAVAILABLE" and "not reachable" in index["mlp"].reason
         with tritonserver.running_tritonserver(
-            triton_repo, tmp_path / "t", model_control_mode="explicit", ports=ports  # type: ignore[arg-type]
+            triton_repo,
+            tmp_path / "t",
+            model_control_mode="explicit",
+            ports=ports,  # type: ignore[arg-type]
         ):
             _wait_for(lambda: client.is_model_ready("mlp"))
             x = np.ones((1, 64), np.float32)

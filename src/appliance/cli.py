@@ -53,11 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the models of a model repository over REST and gRPC",
         description="Serve a Triton-layout model repository over REST and gRPC until SIGTERM, then drain.",
     )
-    serve.add_argument("--config", type=Path, metavar="FILE",
-                       help="TOML config file with any of the settings below (env APPLIANCE_CONFIG)")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML config file with any of the settings below (env APPLIANCE_CONFIG)",
+    )
     serve.add_argument("--model-repository", type=Path, metavar="DIR", help=_doc("model_repository"))
-    serve.add_argument("--model-control-mode", choices=[m.value for m in ModelControlMode],
-                       help=_doc("model_control_mode"))
+    serve.add_argument(
+        "--model-control-mode", choices=[m.value for m in ModelControlMode], help=_doc("model_control_mode")
+    )
     serve.add_argument("--load-model", action="append", metavar="NAME", help=_doc("load_model") + "; repeatable")
     serve.add_argument("--http-address", metavar="ADDR", help=_doc("http_address"))
     serve.add_argument("--http-port", type=int, metavar="PORT", help=_doc("http_port"))
@@ -71,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
     serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
-    serve.add_argument("--triton-check-interval-secs", type=float, metavar="SECONDS",
-                       help=_doc("triton_check_interval_secs"))
+    serve.add_argument(
+        "--triton-check-interval-secs", type=float, metavar="SECONDS", help=_doc("triton_check_interval_secs")
+    )
     serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=_doc("log_level"))
 
@@ -83,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "labels) into DIR, in Triton's layout with their config.pbtxt.",
     )
     demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
-    sub.add_parser("optimize", add_help=False, help="build and verify TensorRT engines (trt-optimize; see "
-                   "'appliance optimize --help')")
+    sub.add_parser(
+        "optimize",
+        add_help=False,
+        help="build and verify TensorRT engines (trt-optimize; see 'appliance optimize --help')",
+    )
     return parser
 
 
@@ -112,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"appliance serve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .server import serve
 
     try:

@@ -65,11 +65,19 @@ def cnn_model(seed: int = 1) -> onnx.ModelProto:  # type: ignore[name-defined]  
         numpy_helper.from_array(np.zeros(10, np.float32), "fc_b"),
     ]
     nodes = [
-        helper.make_node("Conv", ["image", "conv1_w", "conv1_b"], ["c1"], name="conv1",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node(
+            "Conv",
+            ["image", "conv1_w", "conv1_b"],
+            ["c1"],
+            name="conv1",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        ),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "conv2_w", "conv2_b"], ["c2"], name="conv2",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["r1", "conv2_w", "conv2_b"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="pool"),
         helper.make_node("Flatten", ["gap"], ["flat"], name="flatten", axis=1),

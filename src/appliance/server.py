@@ -88,10 +88,16 @@ class Appliance:
                     self._uvicorn_task.result()
                     raise OSError("REST server stopped while starting")
                 await asyncio.sleep(0.01)
-        models = [f"{r['name']}/{r.get('version', '-')}:{r.get('state', '')}" for r in self.dataplane.repository_index()]
+        models = [
+            f"{r['name']}/{r.get('version', '-')}:{r.get('state', '')}" for r in self.dataplane.repository_index()
+        ]
         log.info(
             "appliance ready: REST on %s:%s, gRPC on %s:%s, models %s",
-            s.http_address, self.http_port or "-", s.grpc_address, self.grpc_port or "-", models,
+            s.http_address,
+            self.http_port or "-",
+            s.grpc_address,
+            self.grpc_port or "-",
+            models,
         )
 
     def request_stop(self) -> None:

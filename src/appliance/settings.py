@@ -146,9 +146,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = _FromSources(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         where = f" (config file {path})" if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise SettingsError(f"invalid settings{where}: {problems}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError names the line and column
         raise SettingsError(f"config file {path}: {exc}") from None

@@ -18,14 +18,27 @@ from onnx import TensorProto, helper, numpy_helper
 from appliance.optimize.buildspec import BuildResult, BuildSpec
 from appliance.optimize.device import DeviceInfo
 
-ORIN_AGX = DeviceInfo(tensorrt_version="10.3.0", gpu_name="Orin (nvgpu)", compute_capability="8.7", dla_cores=2,
-                      l4t_release="36.4.0", module="NVIDIA Jetson AGX Orin Developer Kit")
-ORIN_NANO = DeviceInfo(tensorrt_version="10.3.0", gpu_name="Orin (nvgpu)", compute_capability="8.7", dla_cores=0,
-                       l4t_release="36.4.0", module="NVIDIA Jetson Orin Nano Developer Kit")
+ORIN_AGX = DeviceInfo(
+    tensorrt_version="10.3.0",
+    gpu_name="Orin (nvgpu)",
+    compute_capability="8.7",
+    dla_cores=2,
+    l4t_release="36.4.0",
+    module="NVIDIA Jetson AGX Orin Developer Kit",
+)
+ORIN_NANO = DeviceInfo(
+    tensorrt_version="10.3.0",
+    gpu_name="Orin (nvgpu)",
+    compute_capability="8.7",
+    dla_cores=0,
+    l4t_release="36.4.0",
+    module="NVIDIA Jetson Orin Nano Developer Kit",
+)
 
 
-def mlp(weights: dict[str, np.ndarray] | None = None, seed: int = 0, features: int = 16,
-        classes: int = 10) -> onnx.ModelProto:
+def mlp(
+    weights: dict[str, np.ndarray] | None = None, seed: int = 0, features: int = 16, classes: int = 10
+) -> onnx.ModelProto:
     """``input [B,features] -> logits [B,classes]``: Gemm, Relu, Gemm, seeded (or given) weights."""
     rng = np.random.default_rng(seed)
     w = weights or {
@@ -40,7 +53,8 @@ def mlp(weights: dict[str, np.ndarray] | None = None, seed: int = 0, features: i
         helper.make_node("Gemm", ["a", "w2", "b2"], ["logits"], name="fc2"),
     ]
     graph = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", features])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
         [numpy_helper.from_array(v, k) for k, v in w.items()],

@@ -36,8 +36,24 @@ BIN = Path(sys.executable).parent
 def build_repo(tmp_path: Path, mlp_onnx: Path) -> Path:
     repo = tmp_path / "repo"
     device = write_device(ORIN_AGX, tmp_path / "agx.json")
-    argv = ["build", str(mlp_onnx), "--repository", str(repo), "--model", "mlp", "--precision", "fp16",
-            "--min", "input:1x16", "--opt", "input:8x16", "--max", "input:8x16", "--device", str(device)]
+    argv = [
+        "build",
+        str(mlp_onnx),
+        "--repository",
+        str(repo),
+        "--model",
+        "mlp",
+        "--precision",
+        "fp16",
+        "--min",
+        "input:1x16",
+        "--opt",
+        "input:8x16",
+        "--max",
+        "input:8x16",
+        "--device",
+        str(device),
+    ]
     assert main(argv, builder=FakeTensorRTBuilderForTests()) == 0
     return repo
 
@@ -135,8 +151,9 @@ def test_boot_command_on_a_machine_without_tensorrt_then_appliance_serves(tmp_pa
     """The real CLI and server, as the first-boot unit and the service would run them (no TensorRT here)."""
     repo = build_repo(tmp_path, mlp_onnx)
     device = write_device(ORIN_NEWER_TRT, tmp_path / "newer.json")
-    done = subprocess.run([BIN / "trt-optimize", "boot", str(repo), "--device", str(device)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [BIN / "trt-optimize", "boot", str(repo), "--device", str(device)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert "TensorRT is not installed here" in done.stdout and "Traceback" not in done.stdout + done.stderr
     assert read_config(repo / "mlp" / "config.pbtxt").backend == "onnxruntime"
@@ -144,9 +161,26 @@ def test_boot_command_on_a_machine_without_tensorrt_then_appliance_serves(tmp_pa
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [BIN / "appliance", "serve", "--model-repository", str(repo), "--http-address", "127.0.0.1",
-             "--http-port", "0", "--grpc-address", "127.0.0.1", "--grpc-port", "0", "--exit-timeout-secs", "5"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "APPLIANCE_CONFIG": ""})
+            [
+                BIN / "appliance",
+                "serve",
+                "--model-repository",
+                str(repo),
+                "--http-address",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--grpc-address",
+                "127.0.0.1",
+                "--grpc-port",
+                "0",
+                "--exit-timeout-secs",
+                "5",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "APPLIANCE_CONFIG": ""},
+        )
     try:
         deadline = time.monotonic() + 60
         match = None

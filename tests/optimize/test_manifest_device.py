@@ -20,8 +20,12 @@ from .conftest import ORIN_AGX, mlp, save
 def _engine(tmp_path: Path, dla_core: int | None = None) -> Path:
     folder = tmp_path / "repo" / "mlp" / "1"
     onnx_path = save(mlp(), folder / "model.onnx")
-    spec = BuildSpec(onnx_path=onnx_path, precision="fp16", dla_core=dla_core,
-                     profiles=[{"input": {"min": [1, 16], "opt": [8, 16], "max": [8, 16]}}])
+    spec = BuildSpec(
+        onnx_path=onnx_path,
+        precision="fp16",
+        dla_core=dla_core,
+        profiles=[{"input": {"min": [1, 16], "opt": [8, 16], "max": [8, 16]}}],
+    )
     result = BuildResult(plan=b"plan bytes", builder_flags=["FP16"], tensorrt_version="10.3.0")
     write_engine(folder, spec, result, ORIN_AGX, EngineSource(*onnx_io(onnx_path)))
     return folder
@@ -30,8 +34,12 @@ def _engine(tmp_path: Path, dla_core: int | None = None) -> Path:
 def test_manifest_records_what_the_engine_depends_on(tmp_path: Path) -> None:
     folder = _engine(tmp_path)
     m = read_manifest(folder / "model.plan.json")
-    assert (m.tensorrt_version, m.gpu_name, m.compute_capability, m.precision) == ("10.3.0", "Orin (nvgpu)", "8.7",
-                                                                                   "fp16")
+    assert (m.tensorrt_version, m.gpu_name, m.compute_capability, m.precision) == (
+        "10.3.0",
+        "Orin (nvgpu)",
+        "8.7",
+        "fp16",
+    )
     assert m.builder_flags == ["FP16"]
     assert m.profiles == [{"input": {"min": [1, 16], "opt": [8, 16], "max": [8, 16]}}]
     assert len(m.onnx_sha256) == len(m.plan_sha256) == 64
@@ -47,8 +55,14 @@ def test_verify_lists_each_difference(tmp_path: Path) -> None:
     save(mlp(seed=5), folder / "model.onnx")
     other = DeviceInfo(tensorrt_version="10.7.0", gpu_name="NVIDIA H100", compute_capability="9.0", dla_cores=0)
     diffs = {d.what: (d.expected, d.actual) for d in verify_engine(m, folder, other)}
-    assert set(diffs) == {"sha256 of model.plan", "sha256 of model.onnx", "TensorRT version", "GPU name",
-                          "compute capability", "DLA core"}
+    assert set(diffs) == {
+        "sha256 of model.plan",
+        "sha256 of model.onnx",
+        "TensorRT version",
+        "GPU name",
+        "compute capability",
+        "DLA core",
+    }
     assert diffs["TensorRT version"] == ("10.3.0", "10.7.0")
     assert diffs["compute capability"] == ("8.7", "9.0")
     assert diffs["DLA core"] == ("1", "0 DLA cores on this device")
@@ -81,7 +95,8 @@ def test_device_from_a_jetson_file_tree(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "nv_tegra_release").write_text(
-        "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n")
+        "# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64, DATE: Fri Sep 13\n"
+    )
     dt = root / "proc" / "device-tree"
     dt.mkdir(parents=True)
     (dt / "compatible").write_bytes(b"nvidia,p3737-0000+p3701-0005\x00nvidia,p3701-0005\x00nvidia,tegra234\x00")
@@ -93,8 +108,14 @@ def test_device_from_a_jetson_file_tree(tmp_path: Path) -> None:
     for name in ("libnvinfer.so.10", "libnvinfer.so.10.3.0", "libnvinfer.so.8.6.2"):
         (libs / name).touch()
     device = describe_device(root)
-    assert device == DeviceInfo(tensorrt_version="10.3.0", gpu_name="Orin (nvgpu)", compute_capability="8.7",
-                                dla_cores=2, l4t_release="36.4.0", module="NVIDIA Jetson AGX Orin Developer Kit")
+    assert device == DeviceInfo(
+        tensorrt_version="10.3.0",
+        gpu_name="Orin (nvgpu)",
+        compute_capability="8.7",
+        dla_cores=2,
+        l4t_release="36.4.0",
+        module="NVIDIA Jetson AGX Orin Developer Kit",
+    )
     path = tmp_path / "agx.json"
     path.write_text(device.to_json())
     assert read_device_json(path) == device

@@ -38,26 +38,32 @@ def test_shapes_from_flags() -> None:
 
 def test_profiles_from_config_follow_preferred_batch_sizes() -> None:
     config = text_format.Parse(
-        'max_batch_size: 16 dynamic_batching { preferred_batch_size: [4, 8] } '
-        'input { name: "image" data_type: TYPE_FP32 dims: [3, 8, 8] }', mc.ModelConfig())
+        "max_batch_size: 16 dynamic_batching { preferred_batch_size: [4, 8] } "
+        'input { name: "image" data_type: TYPE_FP32 dims: [3, 8, 8] }',
+        mc.ModelConfig(),
+    )
     profiles = profiles_from_config(config, "config.pbtxt", IMAGE_INPUT)
     assert [(p["image"]["min"][0], p["image"]["opt"][0], p["image"]["max"][0]) for p in profiles] == [
-        (1, 4, 4), (5, 8, 8), (9, 16, 16)]
+        (1, 4, 4),
+        (5, 8, 8),
+        (9, 16, 16),
+    ]
     assert profiles[0]["image"]["min"] == [1, 3, 8, 8]
     check_profiles(profiles, IMAGE_INPUT, Path("m.onnx"))
     ranges = [{"image": (p["image"]["min"], p["image"]["max"])} for p in profiles]
-    assert [choose_profile(ranges, {"image": (b, 3, 8, 8)}) for b in (1, 4, 5, 8, 9, 16, 17)] == [
-        0, 0, 1, 1, 2, 2, -1]
+    assert [choose_profile(ranges, {"image": (b, 3, 8, 8)}) for b in (1, 4, 5, 8, 9, 16, 17)] == [0, 0, 1, 1, 2, 2, -1]
     # no dims in the config: they come from the ONNX file
     plain = text_format.Parse("max_batch_size: 8", mc.ModelConfig())
     assert profiles_from_config(plain, "c", IMAGE_INPUT) == [
-        {"image": {"min": [1, 3, 8, 8], "opt": [8, 3, 8, 8], "max": [8, 3, 8, 8]}}]
+        {"image": {"min": [1, 3, 8, 8], "opt": [8, 3, 8, 8], "max": [8, 3, 8, 8]}}
+    ]
     assert profiles_from_config(mc.ModelConfig(), "c", IMAGE_INPUT) == []
 
 
 def test_profile_errors_name_input_and_file() -> None:
-    dynamic = text_format.Parse('max_batch_size: 8 input { name: "image" data_type: TYPE_FP32 dims: [3, -1, -1] }',
-                                mc.ModelConfig())
+    dynamic = text_format.Parse(
+        'max_batch_size: 8 input { name: "image" data_type: TYPE_FP32 dims: [3, -1, -1] }', mc.ModelConfig()
+    )
     with pytest.raises(OptimizeError, match=r"cfg/config.pbtxt: input 'image' has dynamic dims \[3, -1, -1\]"):
         profiles_from_config(dynamic, "cfg/config.pbtxt", IMAGE_INPUT)
     with pytest.raises(OptimizeError, match=r"m.onnx: inputs 'image' \[-1, 3, 8, 8\] have dynamic dims"):

@@ -34,7 +34,8 @@ def test_config_completed_from_the_manifest(tmp_path: Path, mlp_onnx: Path) -> N
     TensorRTFactory().complete_config(config, repo / "mlp", 1)
     assert config.max_batch_size == 8
     assert [(t.name, list(t.dims), mc.DataType.Name(t.data_type)) for t in config.input] == [
-        ("input", [16], "TYPE_FP32")]
+        ("input", [16], "TYPE_FP32")
+    ]
     assert [(t.name, list(t.dims)) for t in config.output] == [("logits", [10])]
 
 
@@ -43,8 +44,11 @@ def test_load_without_tensorrt_says_what_is_missing(tmp_path: Path, mlp_onnx: Pa
     factory = TensorRTFactory()
     config = mc.ModelConfig(backend="tensorrt")
     factory.complete_config(config, repo / "mlp", 1)
-    with pytest.raises(LoadError, match=r"model.plan: the tensorrt backend needs the Python packages 'tensorrt' \(10\) "
-                                        r"and 'pycuda', and '(tensorrt|pycuda)' is not installed"):
+    with pytest.raises(
+        LoadError,
+        match=r"model.plan: the tensorrt backend needs the Python packages 'tensorrt' \(10\) "
+        r"and 'pycuda', and '(tensorrt|pycuda)' is not installed",
+    ):
         factory.load(config, repo / "mlp", 1, LoadOptions())
     with pytest.raises(LoadError, match=r"engine file .*2/model.plan not found"):
         factory.load(config, repo / "mlp", 2, LoadOptions())

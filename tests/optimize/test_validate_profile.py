@@ -72,8 +72,14 @@ def test_comparison_maths() -> None:
 def test_profile_statistics_with_a_fixed_clock() -> None:
     ticks = iter(np.cumsum([0.0] + [0.001, 0.0] * 99 + [0.010]).tolist())  # 99 runs of 1 ms, one of 10 ms
     calls = []
-    rows = profile_runner(lambda inputs: calls.append(inputs), lambda b: {"x": np.zeros((b, 2))}, [4],
-                          iterations=100, warmup=3, clock=lambda: next(ticks))
+    rows = profile_runner(
+        lambda inputs: calls.append(inputs),
+        lambda b: {"x": np.zeros((b, 2))},
+        [4],
+        iterations=100,
+        warmup=3,
+        clock=lambda: next(ticks),
+    )
     assert len(calls) == 103
     row = rows[0]
     assert row.p50_ms == pytest.approx(1.0) and row.p99_ms == pytest.approx(1.09, abs=0.01)
@@ -100,7 +106,10 @@ def test_builder_flags_and_precision_checks(tmp_path: Path) -> None:
     cache.write_bytes(b"cache")
     assert builder_flags(BuildSpec(onnx, "int8", calibration_cache=cache), True, True) == ["INT8"]
     assert builder_flags(BuildSpec(onnx, "best", calibration_cache=cache, dla_core=0), True, True) == [
-        "FP16", "INT8", "GPU_FALLBACK"]
+        "FP16",
+        "INT8",
+        "GPU_FALLBACK",
+    ]
     assert builder_flags(BuildSpec(onnx, "int8", strongly_typed=True), True, False) == []
     with pytest.raises(OptimizeError, match=r"precision fp16: this platform has no fast FP16"):
         builder_flags(BuildSpec(onnx, "fp16"), False, True)
@@ -139,8 +148,10 @@ class FakeTensorRTParserErrorForTests:
 
 
 def test_parser_errors_name_node_and_op() -> None:
-    errors = [FakeTensorRTParserErrorForTests(2, "nms", "NonMaxSuppression", "no importer registered"),
-              FakeTensorRTParserErrorForTests(-1, "", "", "invalid graph")]
+    errors = [
+        FakeTensorRTParserErrorForTests(2, "nms", "NonMaxSuppression", "no importer registered"),
+        FakeTensorRTParserErrorForTests(-1, "", "", "invalid graph"),
+    ]
     assert parser_error_message(Path("m.onnx"), errors).splitlines() == [
         "m.onnx: TensorRT cannot parse node 2 'nms' (op NonMaxSuppression): no importer registered",
         "m.onnx: TensorRT cannot parse the model: invalid graph",

@@ -27,9 +27,7 @@ class Backend(Protocol):
     @property
     def instance_count(self) -> int: ...
 
-    def execute(
-        self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         """Run one batch on one instance. Inputs are in the model's own shapes (``reshape`` applied)."""
         ...
 
@@ -43,8 +41,7 @@ class BackendFactory(Protocol):
         """Fill what the config leaves out (inputs, outputs, max_batch_size) from the model file, as Triton."""
         ...
 
-    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: BackendOptions) -> Backend:
-        ...
+    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: BackendOptions) -> Backend: ...
 
 
 class BackendOptions(Protocol):

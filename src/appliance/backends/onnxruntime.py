@@ -134,9 +134,7 @@ class OnnxRuntimeBackend:
     def instance_count(self) -> int:
         return len(self._sessions)
 
-    def execute(
-        self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]
-    ) -> dict[str, np.ndarray]:
+    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
         feed = inputs
         if self._string_inputs:
             feed = dict(inputs)

@@ -43,8 +43,10 @@ class TensorRTFactory:
             return
         mpath = manifest_path(plan)
         if not mpath.is_file():
-            raise LoadError(f"{model_dir / 'config.pbtxt'}: list the inputs and outputs, or keep the manifest "
-                            f"{mpath.name} that trt-optimize writes beside {plan.name}")
+            raise LoadError(
+                f"{model_dir / 'config.pbtxt'}: list the inputs and outputs, or keep the manifest "
+                f"{mpath.name} that trt-optimize writes beside {plan.name}"
+            )
         try:
             manifest = read_manifest(mpath)
         except OptimizeError as exc:
@@ -69,8 +71,10 @@ class TensorRTFactory:
             import pycuda.driver as cuda
             import tensorrt as trt
         except ImportError as exc:
-            raise LoadError(f"{path}: the tensorrt backend needs the Python packages 'tensorrt' (10) and "
-                            f"'pycuda', and '{exc.name}' is not installed on this machine") from None
+            raise LoadError(
+                f"{path}: the tensorrt backend needs the Python packages 'tensorrt' (10) and "
+                f"'pycuda', and '{exc.name}' is not installed on this machine"
+            ) from None
         return TensorRTBackend(trt, cuda, path, instance_count(config))
 
 
@@ -95,8 +99,10 @@ class TensorRTBackend:
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
             self._engine = runtime.deserialize_cuda_engine(path.read_bytes())
             if self._engine is None:
-                raise LoadError(f"{path}: TensorRT cannot deserialize this engine (built for another TensorRT "
-                                "version or GPU? run trt-optimize verify)")
+                raise LoadError(
+                    f"{path}: TensorRT cannot deserialize this engine (built for another TensorRT "
+                    "version or GPU? run trt-optimize verify)"
+                )
             names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
             self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
             self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in names}
@@ -129,8 +135,10 @@ class TensorRTBackend:
             if len(self._ranges) > 1:
                 profile = choose_profile(self._ranges, {n: a.shape for n, a in inputs.items()})  # type: ignore[arg-type]
                 if profile < 0:
-                    raise RuntimeError(f"no optimization profile of this engine takes shapes "
-                                       f"{ {n: list(a.shape) for n, a in inputs.items()} }")
+                    raise RuntimeError(
+                        f"no optimization profile of this engine takes shapes "
+                        f"{ {n: list(a.shape) for n, a in inputs.items()} }"
+                    )
                 if profile != inst.profile:
                     context.set_optimization_profile_async(profile, stream.handle)
                     inst.profile = profile

@@ -141,8 +141,12 @@ class TritonBackend:
         requested = [aioclient.InferRequestedOutput(name) for name in outputs]
         try:
             result = await self._aio().infer(
-                self.name, tensors, model_version=self.version, outputs=requested,
-                priority=priority, timeout=timeout_us or None,
+                self.name,
+                tensors,
+                model_version=self.version,
+                outputs=requested,
+                priority=priority,
+                timeout=timeout_us or None,
             )
         except Exception as exc:  # noqa: BLE001 - tritonclient and grpc errors alike
             raise map_error(exc, self.name) from None

@@ -401,7 +401,9 @@ class DynamicBatcher:
             if len(batch) == 1:
                 inputs = batch[0].inputs
             else:
-                inputs = {n: np.concatenate([p.inputs[n] for p in batch]) for n in self._input_names if n in batch[0].inputs}
+                inputs = {
+                    n: np.concatenate([p.inputs[n] for p in batch]) for n in self._input_names if n in batch[0].inputs
+                }
             t1 = time.perf_counter()
             outputs = self._execute_fn(instance, inputs, self._output_names)
             t2 = time.perf_counter()

@@ -194,7 +194,9 @@ class ModelVersion:
         self.stats.request_succeeded(time.perf_counter() - start, dispatched - enqueued)
         return response
 
-    async def _direct(self, inputs: dict[str, np.ndarray], batch_size: int, request: InferRequest) -> dict[str, np.ndarray]:
+    async def _direct(
+        self, inputs: dict[str, np.ndarray], batch_size: int, request: InferRequest
+    ) -> dict[str, np.ndarray]:
         self._direct_inflight += 1
         self._direct_idle.clear()
         start = time.perf_counter()

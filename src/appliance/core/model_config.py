@@ -211,8 +211,13 @@ def to_text(config: mc.ModelConfig) -> str:
     return str(text_format.MessageToString(config))
 
 
-_INT64_TYPES = {FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT64,
-                FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64}
+_INT64_TYPES = {
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_FIXED64,
+    FieldDescriptor.TYPE_SFIXED64,
+}
 
 
 def to_json_dict(message: Message) -> dict[str, Any]:

@@ -91,7 +91,9 @@ class ModelRepository:
             if status is None:
                 raise NotFound(f"unknown version {version} of model '{name}'")
             if status.state is not State.READY:
-                raise Unavailable(f"model '{name}' version {version} is not ready: {status.state.value} {status.reason}".rstrip())
+                raise Unavailable(
+                    f"model '{name}' version {version} is not ready: {status.state.value} {status.reason}".rstrip()
+                )
             served = status.served
         assert served is not None
         return served
@@ -108,7 +110,9 @@ class ModelRepository:
                 rows.append(row)
                 continue
             for version, status in sorted(entry.versions.items()):
-                rows.append({"name": name, "version": str(version), "state": status.state.value, "reason": status.reason})
+                rows.append(
+                    {"name": name, "version": str(version), "state": status.state.value, "reason": status.reason}
+                )
         return rows
 
     # -- load / unload ---------------------------------------------------------------------------
@@ -141,7 +145,7 @@ class ModelRepository:
             entry.config, entry.versions = config, versions
             entry.state = State.READY if loaded else State.UNAVAILABLE
             entry.reason = "; ".join(f"version {v}: {r}" for v, r in failed.items())
-            for version, status in previous.items():
+            for status in previous.values():
                 assert status.served is not None
                 await status.served.stop()
             for version, reason in failed.items():

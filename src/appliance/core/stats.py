@@ -40,16 +40,25 @@ class Metrics:
             registry=r,
         )
         self.queue_duration = Histogram(
-            "appliance_queue_duration_seconds", "Time requests waited in the queue.", labels,
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "appliance_queue_duration_seconds",
+            "Time requests waited in the queue.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute_duration = Histogram(
-            "appliance_compute_duration_seconds", "Time a batch spent executing (input, infer, output).", labels,
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "appliance_compute_duration_seconds",
+            "Time a batch spent executing (input, infer, output).",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.request_duration = Histogram(
-            "appliance_request_duration_seconds", "End-to-end time of successful requests inside the server.",
-            labels, buckets=_LATENCY_BUCKETS, registry=r,
+            "appliance_request_duration_seconds",
+            "End-to-end time of successful requests inside the server.",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
             "appliance_batch_size", "Samples per executed batch.", labels, buckets=_BATCH_BUCKETS, registry=r

@@ -69,7 +69,9 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
             values = getattr(tensor.contents, field)
             count = math.prod(shape)
             if len(values) != count:
-                raise InvalidArgument(f"{what}: {len(values)} values in contents, but shape {list(shape)} holds {count}")
+                raise InvalidArgument(
+                    f"{what}: {len(values)} values in contents, but shape {list(shape)} holds {count}"
+                )
             if datatype.name == "BYTES":
                 data = np.empty(count, dtype=object)
                 data[:] = list(values)

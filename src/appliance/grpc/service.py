@@ -156,8 +156,19 @@ def _checked(method: Any) -> Any:
     return handler
 
 
-_UNARY = ["ServerLive", "ServerReady", "ServerMetadata", "ModelReady", "ModelMetadata", "ModelInfer", "ModelConfig",
-          "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload"]
+_UNARY = [
+    "ServerLive",
+    "ServerReady",
+    "ServerMetadata",
+    "ModelReady",
+    "ModelMetadata",
+    "ModelInfer",
+    "ModelConfig",
+    "ModelStatistics",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+]
 
 
 def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:

@@ -65,8 +65,15 @@ def rebuild_spec(manifest: Manifest, folder: Path, device: DeviceInfo, timing_ca
 
 
 class Boot:
-    def __init__(self, repository: Path, device: DeviceInfo, builder: Builder, out: TextIO,
-                 timing_cache: Path | None = None, retry_fallbacks: bool = False) -> None:
+    def __init__(
+        self,
+        repository: Path,
+        device: DeviceInfo,
+        builder: Builder,
+        out: TextIO,
+        timing_cache: Path | None = None,
+        retry_fallbacks: bool = False,
+    ) -> None:
         self.repository = repository
         self.device = device
         self.builder = builder
@@ -82,23 +89,29 @@ class Boot:
         if not self.repository.is_dir():
             raise OptimizeError(f"{self.repository}: model repository does not exist")
         d = self.device
-        self.say(f"device: TensorRT {d.tensorrt_version or '(none)'}, GPU {d.gpu_name or '(unknown)'} "
-                 f"(compute {d.compute_capability or '?'}), {d.dla_cores} DLA cores, L4T {d.l4t_release or '?'}")
+        self.say(
+            f"device: TensorRT {d.tensorrt_version or '(none)'}, GPU {d.gpu_name or '(unknown)'} "
+            f"(compute {d.compute_capability or '?'}), {d.dla_cores} DLA cores, L4T {d.l4t_release or '?'}"
+        )
         outcomes = []
         for model_dir in sorted(p for p in self.repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
             manifests = sorted(model_dir.glob("[0-9]*/*.plan.json"))
             if manifests:
                 outcomes.append(self.model(model_dir, manifests))
         counts = {a: sum(1 for o in outcomes if o.action == a) for a in ("tensorrt", "onnxruntime", "unavailable")}
-        self.say(f"done: {counts['tensorrt']} models on TensorRT, {counts['onnxruntime']} fell back to ONNX "
-                 f"Runtime, {counts['unavailable']} unavailable")
+        self.say(
+            f"done: {counts['tensorrt']} models on TensorRT, {counts['onnxruntime']} fell back to ONNX "
+            f"Runtime, {counts['unavailable']} unavailable"
+        )
         return outcomes
 
     def model(self, model_dir: Path, manifests: list[Path]) -> ModelOutcome:
         name = model_dir.name
         if (model_dir / TENSORRT_BACKUP).exists() and not self.retry_fallbacks:
-            self.say(f"{name}: stays on ONNX Runtime, as since an earlier boot ({TENSORRT_BACKUP} kept; "
-                     "--retry-fallbacks tries TensorRT again)")
+            self.say(
+                f"{name}: stays on ONNX Runtime, as since an earlier boot ({TENSORRT_BACKUP} kept; "
+                "--retry-fallbacks tries TensorRT again)"
+            )
             return ModelOutcome(name, "onnxruntime-earlier")
         engines = [self.engine(name, path) for path in manifests]
         if all(e.action in ("kept", "rebuilt") for e in engines):
@@ -113,12 +126,16 @@ class Boot:
                 onnx_files[path] = "model.onnx"
         missing = [str(p.parent / f) for p, f in onnx_files.items() if not (p.parent / f).is_file()]
         if missing or len(set(onnx_files.values())) != 1:
-            self.say(f"{name}: UNAVAILABLE: cannot fall back to ONNX Runtime, "
-                     + (f"missing {', '.join(missing)}" if missing else "versions use different ONNX file names"))
+            self.say(
+                f"{name}: UNAVAILABLE: cannot fall back to ONNX Runtime, "
+                + (f"missing {', '.join(missing)}" if missing else "versions use different ONNX file names")
+            )
             return ModelOutcome(name, "unavailable", engines)
         config = fall_back_to_onnxruntime(model_dir, next(iter(onnx_files.values())))
-        self.say(f"{name}: falls back to ONNX Runtime on the CPU ({config} rewritten, TensorRT config kept as "
-                 f"{TENSORRT_BACKUP})")
+        self.say(
+            f"{name}: falls back to ONNX Runtime on the CPU ({config} rewritten, TensorRT config kept as "
+            f"{TENSORRT_BACKUP})"
+        )
         return ModelOutcome(name, "onnxruntime", engines)
 
     def engine(self, model: str, path: Path) -> EngineOutcome:
@@ -131,8 +148,10 @@ class Boot:
             return EngineOutcome(model, folder.name, "failed", error=exc.message)
         diffs = verify_engine(manifest, folder, self.device)
         if not diffs:
-            self.say(f"{label}: engine matches this device, kept ({manifest.precision}, TensorRT "
-                     f"{manifest.tensorrt_version})")
+            self.say(
+                f"{label}: engine matches this device, kept ({manifest.precision}, TensorRT "
+                f"{manifest.tensorrt_version})"
+            )
             return EngineOutcome(model, folder.name, "kept")
         self.say(f"{label}: engine does not match: " + "; ".join(str(d) for d in diffs))
         spec = rebuild_spec(manifest, folder, self.device, self.timing_cache)
@@ -144,8 +163,14 @@ class Boot:
         try:
             inputs, outputs = onnx_io(spec.onnx_path)
             result = self.builder(spec, Progress(self.out, prefix=f"trt-optimize boot: {label}: ", tty=False))
-            write_engine(folder, spec, result, self.device,
-                         EngineSource(inputs, outputs, manifest.calibration_cache), manifest.plan_file)
+            write_engine(
+                folder,
+                spec,
+                result,
+                self.device,
+                EngineSource(inputs, outputs, manifest.calibration_cache),
+                manifest.plan_file,
+            )
         except Exception as exc:  # noqa: BLE001 - whatever fails, the service must come up
             error = exc.message if isinstance(exc, OptimizeError) else f"{type(exc).__name__}: {exc}"
             self.say(f"{label}: FAILED: rebuild failed: {error}")

@@ -97,8 +97,9 @@ def build_engine(spec: BuildSpec, progress: Progress) -> BuildResult:
     network = builder.create_network(creation)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(spec.onnx_path)):
-        raise OptimizeError(parser_error_message(spec.onnx_path,
-                                                 [parser.get_error(i) for i in range(parser.num_errors)]))
+        raise OptimizeError(
+            parser_error_message(spec.onnx_path, [parser.get_error(i) for i in range(parser.num_errors)])
+        )
 
     config = builder.create_builder_config()
     if spec.workspace_bytes:

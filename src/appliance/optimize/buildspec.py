@@ -52,25 +52,34 @@ def builder_flags(spec: BuildSpec, fast_fp16: bool, fast_int8: bool) -> list[str
     flags: list[str] = []
     if spec.strongly_typed:
         if spec.precision not in ("int8", "best"):
-            raise OptimizeError(f"{spec.onnx_path}: has QuantizeLinear/DequantizeLinear nodes, so it builds as "
-                                f"a strongly typed INT8 network; use --precision int8 (not {spec.precision})")
+            raise OptimizeError(
+                f"{spec.onnx_path}: has QuantizeLinear/DequantizeLinear nodes, so it builds as "
+                f"a strongly typed INT8 network; use --precision int8 (not {spec.precision})"
+            )
     else:
         if spec.precision in ("fp16", "best"):
             if not fast_fp16:
-                raise OptimizeError(f"precision {spec.precision}: this platform has no fast FP16 "
-                                    "(builder.platform_has_fast_fp16 is false); use --precision fp32")
+                raise OptimizeError(
+                    f"precision {spec.precision}: this platform has no fast FP16 "
+                    "(builder.platform_has_fast_fp16 is false); use --precision fp32"
+                )
             flags.append("FP16")
         if spec.precision in ("int8", "best"):
             if not fast_int8:
-                raise OptimizeError(f"precision {spec.precision}: this platform has no fast INT8 "
-                                    "(builder.platform_has_fast_int8 is false); use fp16 or fp32")
+                raise OptimizeError(
+                    f"precision {spec.precision}: this platform has no fast INT8 "
+                    "(builder.platform_has_fast_int8 is false); use fp16 or fp32"
+                )
             if spec.calibration is None and spec.calibration_cache is None:
-                raise OptimizeError(f"precision {spec.precision} needs --calibration-data DIR (entropy "
-                                    "calibration), a --calibration-cache, or a Q/DQ ONNX (explicit quantization)")
-            if spec.calibration is None and spec.calibration_cache is not None \
-                    and not spec.calibration_cache.is_file():
-                raise OptimizeError(f"{spec.calibration_cache}: calibration cache does not exist; give "
-                                    "--calibration-data DIR to make it")
+                raise OptimizeError(
+                    f"precision {spec.precision} needs --calibration-data DIR (entropy "
+                    "calibration), a --calibration-cache, or a Q/DQ ONNX (explicit quantization)"
+                )
+            if spec.calibration is None and spec.calibration_cache is not None and not spec.calibration_cache.is_file():
+                raise OptimizeError(
+                    f"{spec.calibration_cache}: calibration cache does not exist; give "
+                    "--calibration-data DIR to make it"
+                )
             flags.append("INT8")
     if spec.dla_core is not None:
         if spec.precision == "fp32" and not spec.strongly_typed:

@@ -40,11 +40,13 @@ class CalibrationData:
         self.dtype = np.dtype(dtype)
         if not folder.is_dir():
             raise OptimizeError(f"{folder}: calibration folder does not exist")
-        self.files = sorted(p for p in folder.iterdir()
-                            if p.is_file() and p.suffix.lower() in (".npy", *IMAGE_SUFFIXES))
+        self.files = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".npy", *IMAGE_SUFFIXES)
+        )
         if not self.files:
-            raise OptimizeError(f"{folder}: calibration folder has no .npy or image files "
-                                f"({', '.join(('.npy', *IMAGE_SUFFIXES))})")
+            raise OptimizeError(
+                f"{folder}: calibration folder has no .npy or image files ({', '.join(('.npy', *IMAGE_SUFFIXES))})"
+            )
 
     def _load_npy(self, path: Path) -> np.ndarray:
         try:
@@ -57,20 +59,25 @@ class CalibrationData:
             array = array[None]
         elif array.shape[1:] != self.sample_shape:
             stack = ", ".join(map(str, ("N", *self.sample_shape)))
-            raise OptimizeError(f"{path}: shape {list(array.shape)} is neither the input's sample shape "
-                                f"{list(self.sample_shape)} nor a stack of them [{stack}]")
+            raise OptimizeError(
+                f"{path}: shape {list(array.shape)} is neither the input's sample shape "
+                f"{list(self.sample_shape)} nor a stack of them [{stack}]"
+            )
         return np.asarray(array, dtype=self.dtype)
 
     def _load_image(self, path: Path) -> np.ndarray:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError:
-            raise OptimizeError(f"{path}: reading images needs Pillow (pip install pillow), or give .npy files") \
-                from None
+            raise OptimizeError(
+                f"{path}: reading images needs Pillow (pip install pillow), or give .npy files"
+            ) from None
         layout = _layout(self.sample_shape)
         if not layout:
-            raise OptimizeError(f"{path}: an image cannot fill input shape {list(self.sample_shape)} "
-                                "(images need [3,H,W], [1,H,W], [H,W,3] or [H,W,1]); give .npy files")
+            raise OptimizeError(
+                f"{path}: an image cannot fill input shape {list(self.sample_shape)} "
+                "(images need [3,H,W], [1,H,W], [H,W,3] or [H,W,1]); give .npy files"
+            )
         channels = self.sample_shape[0] if layout == "CHW" else self.sample_shape[-1]
         height, width = self.sample_shape[1:] if layout == "CHW" else self.sample_shape[:2]
         try:
@@ -106,5 +113,6 @@ class CalibrationData:
                 yield np.ascontiguousarray(np.concatenate(pending))
                 pending = []
         if not produced:
-            raise OptimizeError(f"{self.folder}: {len(pending)} calibration samples, fewer than one batch of "
-                                f"{batch_size}")
+            raise OptimizeError(
+                f"{self.folder}: {len(pending)} calibration samples, fewer than one batch of {batch_size}"
+            )

@@ -45,33 +45,49 @@ def _size(text: str) -> int:
 
 
 def build_parser(prog: str = "trt-optimize") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Build TensorRT engines from ONNX models into a "
-                                     "model repository, and verify them against the device.")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Build TensorRT engines from ONNX models into a "
+        "model repository, and verify them against the device.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="build an engine from an ONNX file into a model repository version folder")
-    b.add_argument("onnx", type=Path, metavar="ONNX",
-                   help="the ONNX model (a Q/DQ model builds as strongly typed INT8)")
+    b.add_argument(
+        "onnx", type=Path, metavar="ONNX", help="the ONNX model (a Q/DQ model builds as strongly typed INT8)"
+    )
     b.add_argument("--repository", type=Path, required=True, metavar="DIR", help="model repository to write into")
     b.add_argument("--model", required=True, metavar="NAME", help="model name (folder in the repository)")
     b.add_argument("--version", type=int, default=1, metavar="N", help="version folder (default 1)")
     b.add_argument("--precision", choices=PRECISIONS, default="fp16", help="default fp16")
     b.add_argument("--calibration-data", type=Path, metavar="DIR", help="INT8 entropy calibration: .npy or images")
-    b.add_argument("--calibration-cache", type=Path, metavar="FILE",
-                   help="calibration cache, read when present, written after calibration "
-                        "(default: calibration.cache in the version folder)")
+    b.add_argument(
+        "--calibration-cache",
+        type=Path,
+        metavar="FILE",
+        help="calibration cache, read when present, written after calibration "
+        "(default: calibration.cache in the version folder)",
+    )
     b.add_argument("--calibration-batch-size", type=int, default=8, metavar="N")
     b.add_argument("--min", metavar="SHAPES", help="minimum shapes, NAME:1x3x224x224[,NAME:...]")
     b.add_argument("--opt", metavar="SHAPES", help="optimum shapes (default: --max)")
     b.add_argument("--max", metavar="SHAPES", help="maximum shapes")
-    b.add_argument("--config", type=Path, metavar="FILE",
-                   help="config.pbtxt to take profiles from (default: the model's own in the repository)")
+    b.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config.pbtxt to take profiles from (default: the model's own in the repository)",
+    )
     b.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache, reused and updated")
     b.add_argument("--workspace", type=_size, default=0, metavar="SIZE", help="workspace memory limit, e.g. 2G")
     b.add_argument("--dla-core", type=int, metavar="N", help="run on this DLA core, with GPU fallback")
-    b.add_argument("--device", type=Path, metavar="FILE",
-                   help="device description (JSON from 'trt-optimize device') recorded in the manifest; "
-                        "must agree with this machine where it can be detected")
+    b.add_argument(
+        "--device",
+        type=Path,
+        metavar="FILE",
+        help="device description (JSON from 'trt-optimize device') recorded in the manifest; "
+        "must agree with this machine where it can be detected",
+    )
     b.add_argument("--validate", action="store_true", help="compare outputs with ONNX Runtime")
     b.add_argument("--profile", metavar="SIZES", help="measure latency and throughput at these batch sizes")
     b.add_argument("--iterations", type=int, default=100, metavar="N", help="timed runs per batch size")
@@ -85,8 +101,11 @@ def build_parser(prog: str = "trt-optimize") -> argparse.ArgumentParser:
     t.add_argument("repository", type=Path, metavar="DIR")
     t.add_argument("--device", type=Path, metavar="FILE", help="device description instead of this device")
     t.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache for rebuilds")
-    t.add_argument("--retry-fallbacks", action="store_true",
-                   help="try TensorRT again for models that fell back to ONNX Runtime at an earlier boot")
+    t.add_argument(
+        "--retry-fallbacks",
+        action="store_true",
+        help="try TensorRT again for models that fell back to ONNX Runtime at an earlier boot",
+    )
 
     d = sub.add_parser("device", help="print this device's description as JSON")
     d.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help="read /proc, /sys, /etc from here")
@@ -101,8 +120,10 @@ def _check_description(described: DeviceInfo, here: DeviceInfo, path: Path) -> N
     for what in ("tensorrt_version", "compute_capability"):
         mine, theirs = getattr(here, what), getattr(described, what)
         if mine and theirs and mine != theirs:
-            raise OptimizeError(f"{path}: describes {what} {theirs}, but this machine has {mine}; build on the "
-                                "device the description is of")
+            raise OptimizeError(
+                f"{path}: describes {what} {theirs}, but this machine has {mine}; build on the "
+                "device the description is of"
+            )
 
 
 def _numpy_dtype(datatype: str, onnx: Path) -> np.dtype:
@@ -136,20 +157,30 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
         profiles = profiles_from_config(config, str(config_path), inputs)
     check_profiles(profiles, inputs, onnx_src)
     strongly_typed = has_qdq(onnx_src)
-    spec = BuildSpec(onnx_path=folder / ONNX_FILENAME, precision=args.precision, profiles=profiles,
-                     workspace_bytes=args.workspace, timing_cache=args.timing_cache, dla_core=args.dla_core,
-                     calibration_batch_size=args.calibration_batch_size, strongly_typed=strongly_typed)
+    spec = BuildSpec(
+        onnx_path=folder / ONNX_FILENAME,
+        precision=args.precision,
+        profiles=profiles,
+        workspace_bytes=args.workspace,
+        timing_cache=args.timing_cache,
+        dla_core=args.dla_core,
+        calibration_batch_size=args.calibration_batch_size,
+        strongly_typed=strongly_typed,
+    )
     if args.precision in ("int8", "best") and not strongly_typed:
         default_cache = folder / "calibration.cache"
         if args.calibration_cache is not None or args.calibration_data is not None or default_cache.is_file():
             spec.calibration_cache = args.calibration_cache or default_cache
         if args.calibration_data is not None:
             if len(inputs) != 1:
-                raise OptimizeError(f"{onnx_src}: calibration data feeds models with one input; this one has "
-                                    f"{len(inputs)}: use a calibration cache or a Q/DQ ONNX")
+                raise OptimizeError(
+                    f"{onnx_src}: calibration data feeds models with one input; this one has "
+                    f"{len(inputs)}: use a calibration cache or a Q/DQ ONNX"
+                )
             sample = profiles[0][inputs[0].name]["opt"][1:] if profiles else inputs[0].dims[1:]
-            spec.calibration = CalibrationData(args.calibration_data, tuple(sample),
-                                               _numpy_dtype(inputs[0].datatype, onnx_src))
+            spec.calibration = CalibrationData(
+                args.calibration_data, tuple(sample), _numpy_dtype(inputs[0].datatype, onnx_src)
+            )
             spec.calibration_input = inputs[0].name
     builder_flags(spec, fast_fp16=True, fast_int8=True)  # the choices themselves, before any slow step
     folder.mkdir(parents=True, exist_ok=True)
@@ -159,15 +190,21 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
         from .builder import build_engine
 
         builder = build_engine
-    print(f"building {spec.onnx_path} ({spec.precision}{', strongly typed' if strongly_typed else ''}, "
-          f"{len(profiles)} profiles) for {device.gpu_name or 'this GPU'}", file=sys.stderr)
+    print(
+        f"building {spec.onnx_path} ({spec.precision}{', strongly typed' if strongly_typed else ''}, "
+        f"{len(profiles)} profiles) for {device.gpu_name or 'this GPU'}",
+        file=sys.stderr,
+    )
     result = builder(spec, Progress(sys.stderr))
-    cache_name = spec.calibration_cache.name if spec.calibration_cache and spec.calibration_cache.parent == folder \
-        else ""
+    cache_name = (
+        spec.calibration_cache.name if spec.calibration_cache and spec.calibration_cache.parent == folder else ""
+    )
     manifest = write_engine(folder, spec, result, device, EngineSource(inputs, outputs, cache_name))
     config_path = use_tensorrt(model_dir, manifest)
-    print(f"wrote {folder / manifest.plan_file} ({len(result.plan)} bytes) and {manifest.plan_file}.json; "
-          f"{config_path} uses it")
+    print(
+        f"wrote {folder / manifest.plan_file} ({len(result.plan)} bytes) and {manifest.plan_file}.json; "
+        f"{config_path} uses it"
+    )
 
     status = 0
     if args.validate or args.profile:
@@ -226,8 +263,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if mismatches else 0
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "trt-optimize", builder: Builder | None = None,
-         runner_factory: RunnerFactory | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    prog: str = "trt-optimize",
+    builder: Builder | None = None,
+    runner_factory: RunnerFactory | None = None,
+) -> int:
     """Entry point; ``builder`` and ``runner_factory`` replace the TensorRT ones (tests, other builders)."""
     args = build_parser(prog).parse_args(argv)
     try:
@@ -240,8 +281,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "trt-optimize", builder:
                 from .builder import build_engine
 
                 builder = build_engine
-            Boot(args.repository, _device(args.device), builder, sys.stdout, args.timing_cache,
-                 args.retry_fallbacks).run()
+            Boot(
+                args.repository, _device(args.device), builder, sys.stdout, args.timing_cache, args.retry_fallbacks
+            ).run()
             return 0
         if args.command == "device":
             from .device import describe_device, import_tensorrt

@@ -99,8 +99,10 @@ def _tensors(items: Any, path: Path, key: str) -> list[TensorInfo]:
     if not isinstance(items, list):
         raise OptimizeError(f"{path}: '{key}' must be a list")
     try:
-        return [TensorInfo(name=str(t["name"]), datatype=str(t["datatype"]), dims=[int(d) for d in t["dims"]])
-                for t in items]
+        return [
+            TensorInfo(name=str(t["name"]), datatype=str(t["datatype"]), dims=[int(d) for d in t["dims"]])
+            for t in items
+        ]
     except (KeyError, TypeError, ValueError) as exc:
         raise OptimizeError(f"{path}: '{key}' entries need name, datatype and dims ({exc!r})") from None
 
@@ -118,9 +120,22 @@ def read_manifest(path: Path) -> Manifest:
     if data.get("schema", SCHEMA) != SCHEMA:
         raise OptimizeError(f"{path}: manifest schema {data.get('schema')} is not {SCHEMA}")
     names = {f.name for f in fields(Manifest)}
-    missing = [n for n in ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profiles",
-                           "builder_flags", "onnx_file", "onnx_sha256", "plan_file", "plan_sha256")
-               if n not in data]
+    missing = [
+        n
+        for n in (
+            "tensorrt_version",
+            "gpu_name",
+            "compute_capability",
+            "precision",
+            "profiles",
+            "builder_flags",
+            "onnx_file",
+            "onnx_sha256",
+            "plan_file",
+            "plan_sha256",
+        )
+        if n not in data
+    ]
     if missing:
         raise OptimizeError(f"{path}: manifest lacks {', '.join(missing)}")
     unknown = sorted(set(data) - names)

@@ -27,8 +27,10 @@ class BatchProfile:
     throughput: float  # samples per second
 
     def line(self) -> str:
-        return (f"batch {self.batch_size:>4}: p50 {self.p50_ms:8.3f} ms  p90 {self.p90_ms:8.3f} ms  "
-                f"p99 {self.p99_ms:8.3f} ms  {self.throughput:10.1f} samples/s  ({self.iterations} runs)")
+        return (
+            f"batch {self.batch_size:>4}: p50 {self.p50_ms:8.3f} ms  p90 {self.p90_ms:8.3f} ms  "
+            f"p99 {self.p99_ms:8.3f} ms  {self.throughput:10.1f} samples/s  ({self.iterations} runs)"
+        )
 
 
 def summarize(batch_size: int, latencies_s: Sequence[float]) -> BatchProfile:
@@ -37,8 +39,15 @@ def summarize(batch_size: int, latencies_s: Sequence[float]) -> BatchProfile:
         raise ValueError("no latencies to summarize")
     p50, p90, p99 = np.percentile(ms, [50, 90, 99])
     mean = float(ms.mean())
-    return BatchProfile(batch_size, int(ms.size), mean, float(p50), float(p90), float(p99),
-                        batch_size / (mean / 1000.0) if mean > 0 else float("inf"))
+    return BatchProfile(
+        batch_size,
+        int(ms.size),
+        mean,
+        float(p50),
+        float(p90),
+        float(p99),
+        batch_size / (mean / 1000.0) if mean > 0 else float("inf"),
+    )
 
 
 def profile_runner(

@@ -14,8 +14,9 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, stream: TextIO, prefix: str = "", tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, stream: TextIO, prefix: str = "", tty: bool | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stream = stream
         self.prefix = prefix
         self.tty = stream.isatty() if tty is None else tty

@@ -34,8 +34,14 @@ class EngineSource:
     calibration_cache: str = ""
 
 
-def write_engine(folder: Path, spec: BuildSpec, result: BuildResult, device: DeviceInfo,
-                 source: EngineSource, plan_name: str = PLAN_FILENAME) -> Manifest:
+def write_engine(
+    folder: Path,
+    spec: BuildSpec,
+    result: BuildResult,
+    device: DeviceInfo,
+    source: EngineSource,
+    plan_name: str = PLAN_FILENAME,
+) -> Manifest:
     """Write ``model.plan`` and its manifest into a version folder (the ONNX file must already be there)."""
     plan = folder / plan_name
     write_atomic(plan, result.plan)

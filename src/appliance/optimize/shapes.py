@@ -70,14 +70,17 @@ def profile_from_flags(minimum: str, optimum: str | None, maximum: str) -> Profi
     maxs = parse_shapes(maximum, "--max")
     opts = parse_shapes(optimum, "--opt") if optimum else maxs
     if set(mins) != set(maxs) or set(opts) != set(mins):
-        raise OptimizeError(f"--min, --opt and --max must name the same inputs (got {sorted(mins)}, "
-                            f"{sorted(opts)}, {sorted(maxs)})")
+        raise OptimizeError(
+            f"--min, --opt and --max must name the same inputs (got {sorted(mins)}, {sorted(opts)}, {sorted(maxs)})"
+        )
     profile: Profile = {}
     for name in mins:
         lo, mid, hi = mins[name], opts[name], maxs[name]
         if not len(lo) == len(mid) == len(hi) or not all(a <= b <= c for a, b, c in zip(lo, mid, hi)):
-            raise OptimizeError(f"input '{name}': shapes must satisfy min <= opt <= max in every dimension "
-                                f"(min {lo}, opt {mid}, max {hi})")
+            raise OptimizeError(
+                f"input '{name}': shapes must satisfy min <= opt <= max in every dimension "
+                f"(min {lo}, opt {mid}, max {hi})"
+            )
         profile[name] = {"min": lo, "opt": mid, "max": hi}
     return profile
 
@@ -107,19 +110,23 @@ def check_profiles(profiles: list[Profile], inputs: list[TensorInfo], onnx_path:
     dynamic = [t for t in inputs if any(d < 0 for d in t.dims)]
     if dynamic and not profiles:
         names = ", ".join(f"'{t.name}' {t.dims}" for t in dynamic)
-        raise OptimizeError(f"{onnx_path}: inputs {names} have dynamic dims; give --min/--opt/--max or "
-                            "--config with max_batch_size")
+        raise OptimizeError(
+            f"{onnx_path}: inputs {names} have dynamic dims; give --min/--opt/--max or --config with max_batch_size"
+        )
     by_name = {t.name: t for t in inputs}
     for i, profile in enumerate(profiles):
         for name, shapes in profile.items():
             if name not in by_name:
-                raise OptimizeError(f"profile {i}: '{name}' is not an input of {onnx_path} "
-                                    f"(inputs: {', '.join(by_name)})")
+                raise OptimizeError(
+                    f"profile {i}: '{name}' is not an input of {onnx_path} (inputs: {', '.join(by_name)})"
+                )
             want = by_name[name].dims
             for key, shape in shapes.items():
                 if len(shape) != len(want) or any(w >= 0 and w != s for w, s in zip(want, shape)):
-                    raise OptimizeError(f"profile {i}: {key} shape {shape} of '{name}' does not fit its ONNX "
-                                        f"shape {want} in {onnx_path}")
+                    raise OptimizeError(
+                        f"profile {i}: {key} shape {shape} of '{name}' does not fit its ONNX "
+                        f"shape {want} in {onnx_path}"
+                    )
         for t in dynamic:
             if t.name not in profile:
                 raise OptimizeError(f"profile {i} gives no shapes for dynamic input '{t.name}' of {onnx_path}")

@@ -49,8 +49,10 @@ class OutputReport:
         top1 = "" if self.top1_agreement is None else f", top-1 agreement {self.top1_agreement:.2%}"
         outside = f", {self.outside_tolerance}/{self.elements} outside tolerance" if self.outside_tolerance else ""
         verdict = "ok" if self.passed else "FAILED"
-        return (f"{self.name}: {verdict} (max abs error {self.max_abs_error:.3g}, relative RMS "
-                f"{self.relative_rms:.3g}{outside}{top1})")
+        return (
+            f"{self.name}: {verdict} (max abs error {self.max_abs_error:.3g}, relative RMS "
+            f"{self.relative_rms:.3g}{outside}{top1})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +94,9 @@ def compare(
         ref64 = np.asarray(ref, dtype=np.float64)
         cand64 = np.asarray(candidate[name], dtype=np.float64)
         if ref64.shape != cand64.shape:
-            raise OptimizeError(f"output '{name}': engine shape {list(cand64.shape)} is not ONNX Runtime's "
-                                f"{list(ref64.shape)}")
+            raise OptimizeError(
+                f"output '{name}': engine shape {list(cand64.shape)} is not ONNX Runtime's {list(ref64.shape)}"
+            )
         error = np.abs(cand64 - ref64)
         norm = float(np.sqrt(np.mean(ref64**2)))
         rel_rms = float(np.sqrt(np.mean(error**2))) / norm if norm > 0 else float(np.sqrt(np.mean(error**2)))
@@ -107,8 +110,9 @@ def compare(
         top1 = top1_agreement(ref64, cand64)
         if top1 is not None:
             passed = passed and top1 >= tol.min_top1_agreement
-        reports.append(OutputReport(name, float(error.max(initial=0.0)), rel_rms, outside, int(ref64.size),
-                                    top1, passed))
+        reports.append(
+            OutputReport(name, float(error.max(initial=0.0)), rel_rms, outside, int(ref64.size), top1, passed)
+        )
     return ValidationReport(precision, reports)
 
 

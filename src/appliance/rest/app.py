@@ -191,7 +191,9 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
         headers = {}
         if header_length is not None:
             headers["Inference-Header-Content-Length"] = str(header_length)
-        payload, encoding = _compress(payload, request.headers.get("accept-encoding", "")) if len(payload) > 1024 else (payload, None)
+        payload, encoding = (
+            _compress(payload, request.headers.get("accept-encoding", "")) if len(payload) > 1024 else (payload, None)
+        )
         if encoding:
             headers["Content-Encoding"] = encoding
         media = "application/octet-stream" if header_length is not None else "application/json"

@@ -91,9 +91,7 @@ def _json_tensor(data: Any, datatype: datatypes.DataType, shape: tuple[int, ...]
     return array.reshape(shape)
 
 
-def decode_infer_request(
-    body: bytes, header_length: int | None, model: str, version: str
-) -> tuple[InferRequest, bool]:
+def decode_infer_request(body: bytes, header_length: int | None, model: str, version: str) -> tuple[InferRequest, bool]:
     """Parse an infer request body; every error names the input or field at fault.
 
     Returns the request and whether outputs not listed in it are wanted as binary data."""
@@ -160,7 +158,9 @@ def decode_infer_request(
         if not isinstance(classification, int) or isinstance(classification, bool) or classification < 0:
             raise InvalidArgument(f"output '{name}': classification must be a non-negative integer")
         binary_out = oparams.get("binary_data")
-        outputs.append(RequestedOutput(name, classification, binary_default if binary_out is None else bool(binary_out)))
+        outputs.append(
+            RequestedOutput(name, classification, binary_default if binary_out is None else bool(binary_out))
+        )
     return InferRequest(model, version, request_id, inputs, outputs, priority, timeout, params), binary_default
 
 
