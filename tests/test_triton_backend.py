@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +19,8 @@ import pytest
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 tritonserver = pytest.importorskip("benchmarks.tritonserver")
 
+from conftest import ServerProcess, running_server  # noqa: E402
+
 from appliance.demo import write_demo_repository  # noqa: E402
 
 try:
@@ -31,55 +29,12 @@ except tritonserver.TritonStartError as exc:  # pragma: no cover - the test extr
     pytest.skip(f"real tritonserver unavailable: {exc}", allow_module_level=True)
 
 
-def _start_appliance(repo: Path, triton_url: str, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    command = [
-        sys.executable,
-        "-m",
-        "appliance.cli",
-        "serve",
-        "--model-repository",
-        str(repo),
-        "--http-address",
-        "127.0.0.1",
-        "--grpc-address",
-        "127.0.0.1",
-        "--http-port",
-        "0",
-        "--grpc-port",
-        "0",
-        "--triton-url",
-        triton_url,
-        "--triton-check-interval-secs",
-        "0.3",
-        "--exit-timeout-secs",
-        "5",
-        *extra,
-    ]
-    out = log.open("wb")
-    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = re.search(r"REST on [\d.]+:(\d+), gRPC on [\d.]+:(\d+)", log.read_text())
-        if match:
-            return process, int(match.group(1)), int(match.group(2))
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise AssertionError(f"appliance did not start:\n{log.read_text()}")
+TRITON_ARGS = ("--triton-check-interval-secs", "0.3", "--exit-timeout-secs", "5")
 
 
-@contextlib.contextmanager
-def appliance(repo: Path, triton_url: str, log: Path) -> Iterator[tuple[int, int]]:
-    process, http_port, grpc_port = _start_appliance(repo, triton_url, log)
-    try:
-        yield http_port, grpc_port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def appliance(repo: Path, triton_url: str, log: Path, *extra: str) -> contextlib.AbstractContextManager[ServerProcess]:
+    """The real appliance, serving ``repo`` through the Triton at ``triton_url``."""
+    return running_server(repo, log, "--triton-url", triton_url, *TRITON_ARGS, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +70,8 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
     with tritonserver.running_tritonserver(triton_repo, tmp_path / "t1", model_control_mode="explicit") as triton:
         triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
         assert not triton_client.is_model_ready("mlp")  # explicit mode: nothing loaded until the appliance asks
-        with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log") as (_, grpc_port):
-            client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log") as server:
+            client = server.grpc()
             assert client.is_model_ready("mlp")
             # Loaded into Triton with the model's own batching and instance settings.
             assert triton_client.is_model_ready("mlp")
@@ -153,21 +108,16 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
 def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) -> None:
     with tritonserver.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as triton:
         triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
-        log = tmp_path / "appliance.log"
-        process, _, grpc_port = _start_appliance(
-            triton_repo, triton.grpc_url, log, "--model-control-mode", "explicit", "--load-model", "mlp"
-        )
-        try:
-            client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        explicit = ("--model-control-mode", "explicit", "--load-model", "mlp")
+        with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log", *explicit) as server:
+            client = server.grpc()
             assert client.is_model_ready("mlp") and triton_client.is_model_ready("mlp")
             client.unload_model("mlp")
             assert not client.is_model_ready("mlp")
             assert not triton_client.is_model_ready("mlp")
             client.load_model("mlp")
             assert client.is_model_ready("mlp") and triton_client.is_model_ready("mlp")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(20) == 0, log.read_text()
+            assert server.stop() == 0, server.log()
         # Stopping the appliance unloaded its model from Triton.
         assert not triton_client.is_model_ready("mlp")
 
@@ -175,8 +125,8 @@ def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) 
 def test_model_loads_once_triton_comes_up_after_the_appliance(triton_repo: Path, tmp_path: Path) -> None:
     ports = tuple(tritonserver.free_ports(3))
     triton_url = f"127.0.0.1:{ports[1]}"
-    with appliance(triton_repo, triton_url, tmp_path / "appliance.log") as (_, grpc_port):
-        client = tritonclient_grpc.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    with appliance(triton_repo, triton_url, tmp_path / "appliance.log") as server:
+        client = server.grpc()
         assert not client.is_model_ready("mlp")
         index = {m.name: m for m in client.get_model_repository_index().models}
         assert index["mlp"].state == "UNAVAILABLE" and "not reachable" in index["mlp"].reason
