@@ -124,10 +124,25 @@ step_host() {
         if [ "$(stat -c %U "$CACHE")" != "$BUILD_USER" ] || [ -n "$(find "$CACHE" -maxdepth 2 ! -user "$BUILD_USER" -print -quit)" ]; then
             chown -R "$BUILD_USER:" "$CACHE"
         fi
-        # The build user must be able to read the layer (a clone under /root is not readable).
+        # The build user must be able to read the layer and the mirrors. A clone under /root
+        # is not readable: then check a copy of it (same commit, same uncommitted changes).
         if ! as_user test -r "$ROOT/meta-inference/conf/layer.conf"; then
-            fail "host: $BUILD_USER cannot read $ROOT (clone the repository where other users can read it)"
-            return 1
+            local copy=/var/tmp/ml-inference-layer-check
+            echo "$BUILD_USER cannot read $ROOT: checking a copy of it in $copy/src"
+            rm -rf "$copy/src" && mkdir -p "$copy"
+            git clone -q --no-hardlinks "$ROOT" "$copy/src" || { fail "host: git clone $ROOT $copy/src failed"; return 1; }
+            git -C "$ROOT" diff --binary HEAD | git -C "$copy/src" apply --allow-empty \
+                || { fail "host: copying uncommitted changes to $copy/src failed"; return 1; }
+            (cd "$ROOT" && git ls-files -o --exclude-standard -z | xargs -0 -r cp --parents -t "$copy/src")
+            if [ -d "$MIRRORS" ] && ! as_user test -r "$MIRRORS/../layers.lock"; then
+                rm -rf "$copy/yocto" && mkdir -p "$copy/yocto"
+                cp -a "$MIRRORS" "$copy/yocto/mirrors" && cp "$MIRRORS/../layers.lock" "$copy/yocto/"
+                MIRRORS=$copy/yocto/mirrors
+            fi
+            [ -n "${LAYER_CHECK_CACHE:-}" ] || CACHE=$copy/cache
+            ROOT=$copy/src
+            mkdir -p "$CACHE"
+            chown -R "$BUILD_USER:" "$copy"
         fi
     else
         USER_HOME=$HOME
