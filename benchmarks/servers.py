@@ -19,6 +19,7 @@ import psutil
 
 from benchmarks.tritonserver import (
     free_ports,
+    log_tail,
     popen_kwargs,
     running_tritonserver,
     stop_process_group,
@@ -119,13 +120,6 @@ def appliance_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "appliance"]
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 @contextlib.contextmanager
 def running_appliance(
     repo: Path,
@@ -154,7 +148,7 @@ def running_appliance(
     try:
         if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process):
             state = "exited" if process.poll() is not None else "was not ready in time"
-            raise ServerStartError(f"appliance {state} (log {log_path}):\n{_log_tail(log_path)}")
+            raise ServerStartError(f"appliance {state} (log {log_path}):\n{log_tail(log_path)}")
         yield RunningServer("appliance", process, host, http_port, grpc_port, log_path)
     finally:
         stop_process_group(process)
@@ -207,7 +201,7 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> It
             except Exception:  # noqa: BLE001 - not up yet
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(f"grpc-floor did not start (log {log_path}):\n{_log_tail(log_path)}")
+                raise ServerStartError(f"grpc-floor did not start (log {log_path}):\n{log_tail(log_path)}")
             time.sleep(0.1)
         yield RunningServer("grpc-floor", process, host, 0, grpc_port, log_path)
     finally:
@@ -220,7 +214,7 @@ def wait_models_ready(server: RunningServer, models: Sequence[str], timeout_s: f
         url = f"http://{server.http_url}/v2/models/{model}/ready"
         if not wait_http_ready(url, timeout_s, server.process):
             raise ServerStartError(f"{server.target}: model {model!r} not ready (log {server.log_path}):\n"
-                                   + _log_tail(server.log_path))
+                                   + log_tail(server.log_path))
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -39,6 +39,7 @@ __all__ = [
     "TritonStartError",
     "find_triton_install",
     "free_ports",
+    "log_tail",
     "popen_kwargs",
     "running_tritonserver",
     "stop_process_group",
@@ -302,7 +303,7 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 15.0
         process.wait(timeout=5.0)
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
+def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -367,6 +368,6 @@ def running_tritonserver(
         if not exited or attempt == attempts:
             raise TritonStartError(
                 f"tritonserver {'exited' if exited else 'was not ready in time'} (log {log_path}):\n"
-                + _log_tail(log_path)
+                + log_tail(log_path)
             )
     raise AssertionError("unreachable")

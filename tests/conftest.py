@@ -112,8 +112,12 @@ def launch(
     out.close()
     server = ServerProcess(process, log_path, args=list(extra))
     _live_servers.append(server)
-    if not wait:
-        return server
+    return wait_ready(server) if wait else server
+
+
+def wait_ready(server: ServerProcess) -> ServerProcess:
+    """Wait for the server's ready line and take its ports from it; kill it and fail if it never comes."""
+    process = server.process
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         match = READY_LINE.search(server.log())

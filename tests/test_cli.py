@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import READY_LINE, ServerProcess, _live_servers
+from conftest import ServerProcess, _live_servers, wait_ready
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
@@ -120,19 +120,7 @@ def _start_raw(args: list[str], log: Path, env: dict[str, str]) -> ServerProcess
     out.close()
     server = ServerProcess(process, log)
     _live_servers.append(server)
-    import time
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = READY_LINE.search(server.log())
-        if match:
-            server.http_port, server.grpc_port = int(match.group(2)), int(match.group(4))
-            return server
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError(server.log())
+    return wait_ready(server)
 
 
 def _body(rows: int) -> bytes:
