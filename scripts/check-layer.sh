@@ -423,7 +423,9 @@ step_ycl() {
     # Upstream quirk, not ours: with yocto-check-layer.bbclass inherited (its
     # test_world_inherit_class), meta-oe's opencv_4.13.0 at the pinned commit fails to parse
     # ("QA Issue: ... skipping required QA tests [src-uri-bad]"). The image does not use it.
-    echo 'BBMASK += "meta-oe/recipes-support/opencv/opencv_"' | as_user tee -a "$build/conf/auto.conf" >/dev/null
+    # The mask takes meta-tegra's opencv bbappend with it: a bbappend left without its recipe
+    # is a parse error of its own ("No recipes in default available for").
+    echo 'BBMASK += "/recipes-support/opencv/opencv_"' | as_user tee -a "$build/conf/auto.conf" >/dev/null
     # yocto-check-layer generates signatures for "bitbake world" four times and parses three
     # configurations: with the whole world of the pinned layers (5,500 targets) that alone is
     # far past CI's time on 2 cores. By default world is narrowed to what meta-inference adds
