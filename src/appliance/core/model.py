@@ -84,7 +84,7 @@ class ModelVersion:
             inline_compute_s=inline_compute_s,
             name=f"{name}/{version}",
         )
-        self.stats.pending_gauge.set_function(lambda: self.batcher.pending)
+        self.stats.pending = lambda: self.batcher.pending
         # A backend that schedules by itself (Triton) gets requests directly, not through the batcher.
         self.schedules_itself = bool(getattr(backend, "schedules_itself", False))
         self._direct_inflight = 0
@@ -100,10 +100,10 @@ class ModelVersion:
 
     def start(self) -> None:
         self.batcher.start()
-        self.stats.ready_gauge.set(1)
+        self.stats.ready = True
 
     async def stop(self) -> None:
-        self.stats.ready_gauge.set(0)
+        self.stats.ready = False
         await self.batcher.stop()
         if self.schedules_itself:
             await self._direct_idle.wait()

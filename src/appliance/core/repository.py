@@ -242,11 +242,11 @@ class ModelRepository:
                     continue
                 if status.state is State.READY and not await served.backend.is_ready():  # type: ignore[attr-defined]
                     status.state, status.reason = State.UNAVAILABLE, "not ready in Triton (down or restarting)"
-                    served.stats.ready_gauge.set(0)
+                    served.stats.ready = False
                     log.warning("model '%s' version %d: %s", entry.name, version, status.reason)
                 elif status.state is State.UNAVAILABLE and await served.backend.reload():  # type: ignore[attr-defined]
                     status.state, status.reason = State.READY, ""
-                    served.stats.ready_gauge.set(1)
+                    served.stats.ready = True
                     log.info("model '%s' version %d: ready again in Triton", entry.name, version)
             entry.state = State.READY if entry.ready_versions() else State.UNAVAILABLE
 

@@ -1,70 +1,113 @@
 """Statistics of each model version: Triton's model statistics extension and the Prometheus metrics.
 
 Both are fed from the same three events (a request finished, a request failed, a batch executed), so they
-always agree. Prometheus children are bound once per model version, keeping label look-ups off the hot path.
+always agree. A request only adds to plain counters and bucket arrays of :class:`VersionStats`, all on the
+event loop thread; one collector turns them into the Prometheus text at scrape time, so the hot path pays
+no metric locks or label look-ups.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .batching import Execution
 from .errors import Status
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LABELS = ["model", "version"]
 
 
 class Metrics:
-    """The Prometheus metrics of one server, in their own registry (nothing global)."""
+    """The Prometheus metrics of one server, in their own registry (nothing global).
+
+    A model version keeps its series after it is unloaded (``appliance_model_ready`` goes to 0), as
+    Prometheus expects of counters."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        labels = ("model", "version")
-        r = self.registry
-        self.success = Counter("appliance_request_success", "Inference requests that succeeded.", labels, registry=r)
-        self.failure = Counter(
-            "appliance_request_failure", "Inference requests that failed, by reason.", (*labels, "reason"), registry=r
+        self._versions: dict[tuple[str, str], VersionStats] = {}
+        self.registry.register(self)  # a collector is anything with collect()
+
+    def add(self, stats: VersionStats) -> None:
+        self._versions[(stats.model, stats.version)] = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, read from the counters at scrape time."""
+        success = CounterMetricFamily("appliance_request_success", "Inference requests that succeeded.", labels=_LABELS)
+        failure = CounterMetricFamily(
+            "appliance_request_failure", "Inference requests that failed, by reason.", labels=[*_LABELS, "reason"]
         )
-        self.inference_count = Counter(
-            "appliance_inference_count", "Samples inferred (a request of batch 4 counts 4).", labels, registry=r
+        inference = CounterMetricFamily(
+            "appliance_inference_count", "Samples inferred (a request of batch 4 counts 4).", labels=_LABELS
         )
-        self.execution_count = Counter(
+        execution = CounterMetricFamily(
             "appliance_execution_count",
             "Batches executed; inference_count / execution_count is the mean batch size.",
-            labels,
-            registry=r,
+            labels=_LABELS,
         )
-        self.queue_duration = Histogram(
-            "appliance_queue_duration_seconds",
-            "Time requests waited in the queue.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        queue = HistogramMetricFamily(
+            "appliance_queue_duration_seconds", "Time requests waited in the queue.", labels=_LABELS
         )
-        self.compute_duration = Histogram(
-            "appliance_compute_duration_seconds",
-            "Time a batch spent executing (input, infer, output).",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        compute = HistogramMetricFamily(
+            "appliance_compute_duration_seconds", "Time a batch spent executing (input, infer, output).", labels=_LABELS
         )
-        self.request_duration = Histogram(
+        request = HistogramMetricFamily(
             "appliance_request_duration_seconds",
             "End-to-end time of successful requests inside the server.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            labels=_LABELS,
         )
-        self.batch_size = Histogram(
-            "appliance_batch_size", "Samples per executed batch.", labels, buckets=_BATCH_BUCKETS, registry=r
-        )
-        self.pending = Gauge("appliance_pending_requests", "Requests waiting in the queue.", labels, registry=r)
-        self.ready = Gauge("appliance_model_ready", "1 when the model version is ready.", labels, registry=r)
+        batch = HistogramMetricFamily("appliance_batch_size", "Samples per executed batch.", labels=_LABELS)
+        pending = GaugeMetricFamily("appliance_pending_requests", "Requests waiting in the queue.", labels=_LABELS)
+        ready = GaugeMetricFamily("appliance_model_ready", "1 when the model version is ready.", labels=_LABELS)
+        for v in list(self._versions.values()):
+            labels = [v.model, v.version]
+            success.add_metric(labels, v.success.count)
+            for reason, count in sorted(v.failures.items()):
+                failure.add_metric([*labels, reason], count)
+            inference.add_metric(labels, v.inference_count)
+            execution.add_metric(labels, v.execution_count)
+            for family, histogram in (
+                (queue, v.queue_histogram),
+                (compute, v.compute_histogram),
+                (request, v.request_histogram),
+                (batch, v.batch_histogram),
+            ):
+                family.add_metric(labels, histogram.cumulative(), histogram.sum)
+            pending.add_metric(labels, v.pending())
+            ready.add_metric(labels, 1 if v.ready else 0)
+        yield from (success, failure, inference, execution, queue, compute, request, batch, pending, ready)
+
+
+class _Histogram:
+    """A Prometheus histogram's counts, without locks: updated on the event loop thread only."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in that bucket
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip(self.bounds, self.counts):
+            total += count
+            out.append((repr(float(bound)), total))
+        out.append(("+Inf", total + self.counts[-1]))
+        return out
 
 
 @dataclass(slots=True)
@@ -88,7 +131,7 @@ class _BatchStats:
 
 
 class VersionStats:
-    """Counters of one model version, in Triton's model statistics shape and in Prometheus."""
+    """Counters of one model version, in Triton's model statistics shape and for Prometheus."""
 
     def __init__(self, metrics: Metrics, model: str, version: str) -> None:
         self.model = model
@@ -103,28 +146,25 @@ class VersionStats:
         self.compute_infer = _Duration()
         self.compute_output = _Duration()
         self.batches: dict[int, _BatchStats] = {}
-        self._metrics = metrics
-        self._m_success = metrics.success.labels(model, version)
-        self._m_inference = metrics.inference_count.labels(model, version)
-        self._m_execution = metrics.execution_count.labels(model, version)
-        self._m_queue = metrics.queue_duration.labels(model, version)
-        self._m_compute = metrics.compute_duration.labels(model, version)
-        self._m_request = metrics.request_duration.labels(model, version)
-        self._m_batch = metrics.batch_size.labels(model, version)
-        self.pending_gauge = metrics.pending.labels(model, version)
-        self.ready_gauge = metrics.ready.labels(model, version)
+        self.failures: dict[str, int] = {}  # by reason (a Status value)
+        self.queue_histogram = _Histogram(_LATENCY_BUCKETS)
+        self.compute_histogram = _Histogram(_LATENCY_BUCKETS)
+        self.request_histogram = _Histogram(_LATENCY_BUCKETS)
+        self.batch_histogram = _Histogram(_BATCH_BUCKETS)
+        self.ready = False
+        self.pending: Callable[[], int] = lambda: 0  # requests waiting in the queue, read at scrape time
+        metrics.add(self)
 
     def request_succeeded(self, total_s: float, queue_s: float) -> None:
         self.success.add(total_s)
         self.queue.add(queue_s)
         self.last_inference_ms = int(time.time() * 1000)  # wall clock: a timestamp, not a duration
-        self._m_success.inc()
-        self._m_request.observe(total_s)
-        self._m_queue.observe(queue_s)
+        self.request_histogram.observe(total_s)
+        self.queue_histogram.observe(queue_s)
 
     def request_failed(self, status: Status, total_s: float) -> None:
         self.fail.add(total_s)
-        self._metrics.failure.labels(self.model, self.version, status.value).inc()
+        self.failures[status.value] = self.failures.get(status.value, 0) + 1
 
     def batch_executed(self, execution: Execution) -> None:
         self.inference_count += execution.batch_size
@@ -138,10 +178,8 @@ class VersionStats:
         batch.compute_input.add(execution.input_s)
         batch.compute_infer.add(execution.infer_s)
         batch.compute_output.add(execution.output_s)
-        self._m_inference.inc(execution.batch_size)
-        self._m_execution.inc()
-        self._m_compute.observe(execution.input_s + execution.infer_s + execution.output_s)
-        self._m_batch.observe(execution.batch_size)
+        self.compute_histogram.observe(execution.input_s + execution.infer_s + execution.output_s)
+        self.batch_histogram.observe(execution.batch_size)
 
     def as_dict(self) -> dict[str, Any]:
         """Triton's ``ModelStatistics`` as JSON (the REST shape; gRPC parses the same dict)."""

@@ -58,46 +58,49 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         what = f"input '{tensor.name}'"
         datatype = datatypes.by_name(tensor.datatype, what)
         shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
+        if shape and min(shape) < 0:
             raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
         if raw:
             data = datatypes.from_raw(raw[index], datatype, shape, what)
         else:
-            field = _CONTENTS_FIELD.get(datatype.name)
-            if field is None:
-                raise InvalidArgument(f"{what}: {datatype.name} data must be sent in raw_input_contents")
-            values = getattr(tensor.contents, field)
-            count = math.prod(shape)
-            if len(values) != count:
-                raise InvalidArgument(
-                    f"{what}: {len(values)} values in contents, but shape {list(shape)} holds {count}"
-                )
-            if datatype.name == "BYTES":
-                data = np.empty(count, dtype=object)
-                data[:] = list(values)
-                data = data.reshape(shape)
-            else:
-                # uint64 values past int64's range would become float64 (and lose their low bits) in asarray
-                array = np.asarray(values, dtype=np.uint64 if field == "uint64_contents" else None)
-                data = array.astype(datatype.dtype).reshape(shape)
-                if datatype.dtype.kind in "iu" and count and not np.array_equal(data.reshape(-1), array):
-                    raise InvalidArgument(f"{what}: a value is out of range for {datatype.name}")
+            data = _from_contents(tensor, datatype, shape, what)
         inputs.append(InputTensor(tensor.name, datatype.name, shape, data))
-    outputs = [
-        RequestedOutput(o.name, _int_parameter(o.parameters, "classification", f"output '{o.name}'"))
-        for o in message.outputs
-    ]
+    request = InferRequest(model_name=message.model_name, model_version=message.model_version, id=message.id)
+    request.inputs = inputs
+    if message.outputs:
+        request.outputs = [
+            RequestedOutput(o.name, _int_parameter(o.parameters, "classification", f"output '{o.name}'"))
+            for o in message.outputs
+        ]
     params = message.parameters
-    return InferRequest(
-        model_name=message.model_name,
-        model_version=message.model_version,
-        id=message.id,
-        inputs=inputs,
-        outputs=outputs,
-        priority=_int_parameter(params, "priority", "request"),
-        timeout_us=_int_parameter(params, "timeout", "request"),
-        parameters={k: parameter_value(v) for k, v in params.items()},
-    )
+    if params:
+        request.priority = _int_parameter(params, "priority", "request")
+        request.timeout_us = _int_parameter(params, "timeout", "request")
+        request.parameters = {k: parameter_value(v) for k, v in params.items()}
+    return request
+
+
+def _from_contents(
+    tensor: pb.ModelInferRequest.InferInputTensor, datatype: datatypes.DataType, shape: tuple[int, ...], what: str
+) -> np.ndarray:
+    """A tensor from the typed ``contents`` fields."""
+    field = _CONTENTS_FIELD.get(datatype.name)
+    if field is None:
+        raise InvalidArgument(f"{what}: {datatype.name} data must be sent in raw_input_contents")
+    values = getattr(tensor.contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        raise InvalidArgument(f"{what}: {len(values)} values in contents, but shape {list(shape)} holds {count}")
+    if datatype.name == "BYTES":
+        data = np.empty(count, dtype=object)
+        data[:] = list(values)
+        return data.reshape(shape)
+    # uint64 values past int64's range would become float64 (and lose their low bits) in asarray
+    array = np.asarray(values, dtype=np.uint64 if field == "uint64_contents" else None)
+    data = array.astype(datatype.dtype).reshape(shape)
+    if datatype.dtype.kind in "iu" and count and not np.array_equal(data.reshape(-1), array):
+        raise InvalidArgument(f"{what}: a value is out of range for {datatype.name}")
+    return data
 
 
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:

@@ -171,15 +171,8 @@ _UNARY = [
 ]
 
 
-def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
-    """A grpc.aio server with ``inference.GRPCInferenceService``; bind it with ``add_insecure_port``."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+def handler_table(dataplane: DataPlane) -> dict[str, grpc.RpcMethodHandler]:
+    """The method handlers of ``inference.GRPCInferenceService``, by method name."""
     service = InferenceService(dataplane)
     handlers = {}
     for name in _UNARY:
@@ -193,5 +186,18 @@ def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Serv
         request_deserializer=_parser(pb.ModelInferRequest),
         response_serializer=pb.ModelStreamInferResponse.SerializeToString,
     )
+    return handlers
+
+
+def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server with ``inference.GRPCInferenceService``; bind it with ``add_insecure_port``."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    handlers = handler_table(dataplane)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     return server
