@@ -81,9 +81,10 @@ class Settings(BaseSettings):
     ort_allow_spinning: bool = False
     """Let ONNX Runtime threads spin-wait for work. Off by default: spinning burns a core at low load."""
 
-    inline_compute_us: int = Field(default=300, ge=0)
+    inline_compute_us: int = Field(default=100, ge=0)
     """Batches whose measured compute time is under this many microseconds run on the event loop thread,
-    saving two thread hand-offs (tiny models); slower ones run on one thread per instance. 0 turns it off."""
+    saving two thread hand-offs (tiny models); slower ones run on one thread per instance, where requests
+    that arrive meanwhile queue up and batch. 0 turns it off."""
 
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in

@@ -55,7 +55,7 @@ class LoadOptions:
 
     intra_op_threads: int = 1
     ort_allow_spinning: bool = False
-    inline_compute_s: float = 0.0003
+    inline_compute_s: float = 0.0001
     triton_url: str = ""
 
 
