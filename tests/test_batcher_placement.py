@@ -1,0 +1,94 @@
+"""Where the batcher runs a batch: inline on the event loop (tiny compute) or on the instance thread.
+
+These drive ``DynamicBatcher`` directly with real threads and a real event loop; the "model" is a Python
+function whose compute time the test chooses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from appliance.core.batching import DynamicBatcher, Execution
+from appliance.core.model_config import BatchingPolicy
+
+
+class Recorder:
+    """An execute function that takes ``compute_s`` of wall time and records its thread and batch size."""
+
+    def __init__(self, compute_s: float) -> None:
+        self.compute_s = compute_s
+        self.threads: list[str] = []
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        self.threads.append(threading.current_thread().name)
+        self.batch_sizes.append(len(inputs["x"]))
+        end = time.perf_counter() + self.compute_s
+        while time.perf_counter() < end:  # busy, as a CPU model is; time.sleep would release the GIL
+            pass
+        return {"y": inputs["x"] * 2}
+
+
+async def _one_at_a_time(recorder: Recorder, requests: int) -> None:
+    executions: list[Execution] = []
+    batcher = DynamicBatcher(
+        BatchingPolicy(max_batch_size=8, combine=True),
+        recorder,
+        1,
+        ["x"],
+        ["y"],
+        executions.append,
+        inline_compute_s=100e-6,
+        name="m/1",
+    )
+    batcher.start()
+
+    for i in range(requests):
+        outputs, _, _ = await batcher.submit({"x": np.full((1, 2), i, np.float32)}, 1)
+        assert outputs["y"].tolist() == [[2 * i, 2 * i]]
+    await batcher.stop()
+    assert [e.batch_size for e in executions] == [1] * requests
+
+
+def test_tiny_batches_run_inline_once_measured() -> None:
+    recorder = Recorder(compute_s=0.0)
+    asyncio.run(_one_at_a_time(recorder, requests=5))
+    # The first batch has no measured compute time yet, so it goes to the instance thread; then inline.
+    assert recorder.threads[0] == "m/1#0"
+    assert recorder.threads[1:] == [threading.main_thread().name] * 4
+
+
+def test_batches_over_the_threshold_stay_on_the_instance_thread() -> None:
+    recorder = Recorder(compute_s=0.0005)  # 500 us, over the 100 us default
+    asyncio.run(_one_at_a_time(recorder, requests=5))
+    assert set(recorder.threads) == {"m/1#0"}
+
+
+def test_slow_batches_on_the_thread_let_requests_queue_and_batch() -> None:
+    # While a 2 ms batch runs on the instance thread the loop stays free: the requests behind it queue and
+    # go as one batch. Inline (threshold above the compute time) each would run alone as it arrives.
+    recorder = Recorder(compute_s=0.002)
+
+    async def staggered() -> None:
+        executions: list[Execution] = []
+        batcher = DynamicBatcher(
+            BatchingPolicy(max_batch_size=8, combine=True), recorder, 1, ["x"], ["y"], executions.append, 100e-6, "m/1"
+        )
+        batcher.start()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(i * 0.0002)  # arrivals spread over 1.6 ms, as from a network
+            await batcher.submit({"x": np.full((1, 2), i, np.float32)}, 1)
+
+        await asyncio.gather(*(one(i) for i in range(9)))
+        await batcher.stop()
+
+    asyncio.run(staggered())
+    assert len(recorder.batch_sizes) < 9
+    assert max(recorder.batch_sizes) > 1
+    assert sum(recorder.batch_sizes) == 9
