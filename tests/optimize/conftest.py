@@ -7,6 +7,7 @@ bytes that are not an engine, so only the flow around a build is tested with it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,14 +27,7 @@ ORIN_AGX = DeviceInfo(
     l4t_release="36.4.0",
     module="NVIDIA Jetson AGX Orin Developer Kit",
 )
-ORIN_NANO = DeviceInfo(
-    tensorrt_version="10.3.0",
-    gpu_name="Orin (nvgpu)",
-    compute_capability="8.7",
-    dla_cores=0,
-    l4t_release="36.4.0",
-    module="NVIDIA Jetson Orin Nano Developer Kit",
-)
+ORIN_NANO = dataclasses.replace(ORIN_AGX, dla_cores=0, module="NVIDIA Jetson Orin Nano Developer Kit")
 
 
 def mlp(

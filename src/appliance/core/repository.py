@@ -26,8 +26,6 @@ from .stats import Metrics
 
 log = logging.getLogger(__name__)
 
-_UNREACHABLE = "backend unreachable: "
-
 
 @dataclass(slots=True)
 class VersionStatus:
@@ -129,7 +127,7 @@ class ModelRepository:
             previous = {v: s for v, s in entry.versions.items() if s.served is not None}
             entry.state, entry.reason = State.LOADING, ""
             try:
-                config, loaded, failed = await asyncio.to_thread(self._load_files, name, config_json)
+                config, loaded, errors = await asyncio.to_thread(self._load_files, name, config_json)
             except (ConfigError, LoadError) as exc:
                 entry.state, entry.reason = State.UNAVAILABLE, str(exc)
                 entry.retry = isinstance(exc, BackendUnreachable)
@@ -137,7 +135,8 @@ class ModelRepository:
                     entry.versions = {}
                 log.error("model '%s' failed to load: %s", name, exc)
                 raise LoadError(f"failed to load '{name}': {exc}") from None
-            entry.retry = any(r.startswith(_UNREACHABLE) for r in failed.values())
+            entry.retry = any(isinstance(exc, BackendUnreachable) for exc in errors.values())
+            failed = {v: _reason(exc) for v, exc in errors.items()}
             for served in loaded.values():
                 served.start()
             versions = {v: VersionStatus(State.READY, "", s) for v, s in loaded.items()}
@@ -156,8 +155,9 @@ class ModelRepository:
 
     def _load_files(
         self, name: str, config_json: str | None
-    ) -> tuple[mc.ModelConfig, dict[int, ModelVersion], dict[int, str]]:
-        """Blocking part of a load: config, completion, sessions and warm-up of each selected version."""
+    ) -> tuple[mc.ModelConfig, dict[int, ModelVersion], dict[int, LoadError | ConfigError]]:
+        """Blocking part of a load: config, completion, sessions and warm-up of each selected version; returns
+        the config, the versions that loaded and the error of each that did not."""
         model_dir = self.root / name
         where = model_dir / "config.pbtxt"
         if not model_dir.is_dir():
@@ -183,7 +183,7 @@ class ModelRepository:
         selected = select_versions(config, versions, str(where))
         factory.complete_config(config, model_dir, selected[-1])
         loaded: dict[int, ModelVersion] = {}
-        failed: dict[int, str] = {}
+        failed: dict[int, LoadError | ConfigError] = {}
         for version in selected:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
@@ -197,10 +197,8 @@ class ModelRepository:
                     backend.close()
                     raise
                 loaded[version] = served
-            except BackendUnreachable as exc:
-                failed[version] = f"{_UNREACHABLE}{exc}"
             except (LoadError, ConfigError) as exc:
-                failed[version] = str(exc)
+                failed[version] = exc
         return config, loaded, failed
 
     async def unload(self, name: str) -> None:
@@ -252,3 +250,8 @@ class ModelRepository:
 
     def served_versions(self) -> list[ModelVersion]:
         return [s.served for e in self.models.values() for s in e.versions.values() if s.served is not None]
+
+
+def _reason(exc: LoadError | ConfigError) -> str:
+    """A version's load error as its status shows it."""
+    return f"backend unreachable: {exc}" if isinstance(exc, BackendUnreachable) else str(exc)
