@@ -143,6 +143,9 @@ step_host() {
             ROOT=$copy/src
             mkdir -p "$CACHE"
             chown -R "$BUILD_USER:" "$copy"
+            # Tools run as the build user resolve relative paths from the working directory
+            # (kas: every file of "a.yml:b.yml"), which must not be the unreadable clone.
+            cd "$ROOT" || { fail "host: cd $ROOT failed"; return 1; }
         fi
     else
         USER_HOME=$HOME
@@ -257,7 +260,7 @@ step_units() {
         done
     done
     for name in "${units[@]}"; do
-        out=$(systemd-analyze verify --root="$scratch" "$name" 2>&1 | grep -v 'Failed to resolve symlink')
+        out=$(systemd-analyze verify --man=no --root="$scratch" "$name" 2>&1 | grep -v 'Failed to resolve symlink')
         if [ -n "$out" ]; then
             printf '%s\n' "$out" | sed "s,$scratch,,g"
             fail "units: systemd-analyze verify $name: ${from[$name]:-?} (messages above name the unit and line; the template has the same line numbers)"
@@ -341,7 +344,7 @@ step_kas() {
     as_user mkdir -p "$build/conf/multiconfig"
     for f in "$ROOT"/kas/*.yml; do
         mc=$(basename "$f" .yml)
-        dump=$(kas_run "$build" "$ROOT/kas.yml:kas/$mc.yml" dump 2>&1) || { printf '%s\n' "$dump"; fail "kas: kas dump kas.yml:kas/$mc.yml failed"; return 1; }
+        dump=$(kas_run "$build" "$ROOT/kas.yml:$ROOT/kas/$mc.yml" dump 2>&1) || { printf '%s\n' "$dump"; fail "kas: kas dump kas.yml:kas/$mc.yml failed"; return 1; }
         machine=$(printf '%s\n' "$dump" | sed -n 's/^machine: *//p')
         [ -n "$machine" ] || { fail "kas: kas/$mc.yml sets no machine"; return 1; }
         printf 'MACHINE = "%s"\nTMPDIR = "${TOPDIR}/tmp-%s"\n' "$machine" "$mc" | as_user tee "$build/conf/multiconfig/$mc.conf" >/dev/null
@@ -414,7 +417,7 @@ step_ycl() {
     deps+=" $CACHE/work/meta-openembedded/meta-networking $CACHE/work/meta-openembedded/meta-webserver"
     deps+=" $CACHE/work/meta-tegra $CACHE/work/meta-tegra-community"
     as_user mkdir -p "$build"
-    kas_run "$build" "$ROOT/kas.yml:kas/ci/yocto-check-layer.yml" checkout || { fail "ycl: kas checkout failed"; return 1; }
+    kas_run "$build" "$ROOT/kas.yml:$ROOT/kas/ci/yocto-check-layer.yml" checkout || { fail "ycl: kas checkout failed"; return 1; }
     write_auto_conf "$build"
     # Upstream quirk, not ours: meta-tegra-community's nvidia-docker-tests RDEPENDS on
     # nvidia-container-toolkit, which lives in meta-virtualization (not in our layer set), so
@@ -440,7 +443,7 @@ step_ycl() {
         } | as_user tee -a "$build/conf/auto.conf" >/dev/null
     fi
     local log=$CACHE/ycl.log
-    if kas_shell "$build" "$ROOT/kas.yml:kas/ci/yocto-check-layer.yml" \
+    if kas_shell "$build" "$ROOT/kas.yml:$ROOT/kas/ci/yocto-check-layer.yml" \
         "yocto-check-layer --no-auto --no-auto-dependency --dependency $deps -- $ROOT/meta-inference" 2>&1 | tee "$log"; then
         return 0
     fi
