@@ -52,11 +52,14 @@ async def serve(repo: Path, address: str) -> None:
 
     handlers = {
         "ModelMetadata": grpc.unary_unary_rpc_method_handler(
-            model_metadata, pb.ModelMetadataRequest.FromString, pb.ModelMetadataResponse.SerializeToString),
+            model_metadata, pb.ModelMetadataRequest.FromString, pb.ModelMetadataResponse.SerializeToString
+        ),
         "ModelInfer": grpc.unary_unary_rpc_method_handler(
-            model_infer, pb.ModelInferRequest.FromString, pb.ModelInferResponse.SerializeToString),
+            model_infer, pb.ModelInferRequest.FromString, pb.ModelInferResponse.SerializeToString
+        ),
         "ServerReady": grpc.unary_unary_rpc_method_handler(
-            ready, pb.ServerReadyRequest.FromString, pb.ServerReadyResponse.SerializeToString),
+            ready, pb.ServerReadyRequest.FromString, pb.ServerReadyResponse.SerializeToString
+        ),
     }
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),))

@@ -328,8 +328,9 @@ def summarize(window: Window, duration_s: float) -> dict[str, Any]:
     }
     if lat.size:
         p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-        result.update(p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99),
-                      mean_ms=float(lat.mean()), max_ms=float(lat.max()))
+        result.update(
+            p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=float(lat.mean()), max_ms=float(lat.max())
+        )
     else:
         result.update(p50_ms=None, p95_ms=None, p99_ms=None, mean_ms=None, max_ms=None)
     return result

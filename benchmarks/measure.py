@@ -72,8 +72,10 @@ class SoakResult:
         half = t >= t[-1] / 2
         slope = float(np.polyfit(t[half], rss[half], 1)[0] * 60) if half.sum() >= 3 else float("nan")
         return {
-            "first_mib": float(rss[0]), "last_mib": float(rss[-1]),
-            "min_mib": float(rss.min()), "max_mib": float(rss.max()),
+            "first_mib": float(rss[0]),
+            "last_mib": float(rss[-1]),
+            "min_mib": float(rss.min()),
+            "max_mib": float(rss.max()),
             "drift_mib": float(rss[-1] - rss[0]),
             "drift_pct": float((rss[-1] - rss[0]) / rss[0] * 100),
             "second_half_slope_mib_per_min": slope,
@@ -87,7 +89,9 @@ class _Client:
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         self.process = subprocess.Popen(
             [sys.executable, str(LOADGEN), json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -109,7 +113,7 @@ class _Client:
             if line is None:
                 raise RuntimeError(f"client exited before {word}:\n{self.error_tail()}")
             if line.startswith(word):
-                return line[len(word):].strip()
+                return line[len(word) :].strip()
 
     def error_tail(self) -> str:
         self.stderr.seek(0)
@@ -145,10 +149,19 @@ def run_point(
     batch_size: int = 1,
 ) -> Point:
     """Run one closed-loop point from a fresh client process; CPU is sampled at the window's edges."""
-    spec = {"transport": transport, "url": server.url(transport), "model": model, "concurrency": concurrency,
-            "duration_s": duration_s, "warmup_s": warmup_s, "mode": client_mode, "batch_size": batch_size}
-    point = Point(server.target, model, transport, max_queue_delay_us, concurrency, batch_size,
-                  loadavg_before=os.getloadavg()[0])
+    spec = {
+        "transport": transport,
+        "url": server.url(transport),
+        "model": model,
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+        "mode": client_mode,
+        "batch_size": batch_size,
+    }
+    point = Point(
+        server.target, model, transport, max_queue_delay_us, concurrency, batch_size, loadavg_before=os.getloadavg()[0]
+    )
     client = _Client(spec)
     try:
         client.expect("START", timeout_s=warmup_s + 60)
@@ -186,8 +199,14 @@ def run_soak(
         raise ValueError("the soak reads the server's RSS: it needs a server started here, not --url")
     process = server.process
     soak = SoakResult(model, transport, concurrency, duration_s, interval_s)
-    spec = {"transport": transport, "url": server.url(transport), "model": model, "concurrency": concurrency,
-            "duration_s": duration_s, "warmup_s": warmup_s}
+    spec = {
+        "transport": transport,
+        "url": server.url(transport),
+        "model": model,
+        "concurrency": concurrency,
+        "duration_s": duration_s,
+        "warmup_s": warmup_s,
+    }
     client = _Client(spec)
     try:
         client.expect("START", timeout_s=warmup_s + 60)
@@ -243,9 +262,15 @@ def onnxruntime_reference(
     elapsed = now - start
     cpu = time.process_time() - cpu0
     del session
-    return {"batch": batch, "threads": options.intra_op_num_threads, "runs": runs, "elapsed_s": elapsed,
-            "samples_per_s": runs * batch / elapsed, "ms_per_batch": elapsed / runs * 1e3,
-            "cpu_pct": cpu / elapsed * 100}
+    return {
+        "batch": batch,
+        "threads": options.intra_op_num_threads,
+        "runs": runs,
+        "elapsed_s": elapsed,
+        "samples_per_s": runs * batch / elapsed,
+        "ms_per_batch": elapsed / runs * 1e3,
+        "cpu_pct": cpu / elapsed * 100,
+    }
 
 
 def as_dict(obj: Point | SoakResult) -> dict[str, Any]:

@@ -64,8 +64,9 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(array.astype(np.float32), name))
         return name
 
-    def conv(self, x: str, name: str, c_in: int, c_out: int, k: int, stride: int = 1, relu: bool = True,
-             gain: float = 1.0) -> str:
+    def conv(
+        self, x: str, name: str, c_in: int, c_out: int, k: int, stride: int = 1, relu: bool = True, gain: float = 1.0
+    ) -> str:
         """Conv (batch norm folded in: weights and a bias) and optionally Relu; He-normal weights."""
         from onnx import helper
 
@@ -73,8 +74,11 @@ class _Graph:
         w = self._add(f"{name}.weight", self.rng.normal(0.0, std, (c_out, c_in, k, k)))
         b = self._add(f"{name}.bias", np.zeros(c_out))
         pad = k // 2
-        self.nodes.append(helper.make_node("Conv", [x, w, b], [name], name=name, kernel_shape=[k, k],
-                                           strides=[stride, stride], pads=[pad] * 4))
+        self.nodes.append(
+            helper.make_node(
+                "Conv", [x, w, b], [name], name=name, kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4
+            )
+        )
         if not relu:
             return name
         self.nodes.append(helper.make_node("Relu", [name], [f"{name}.relu"], name=f"{name}.relu"))
@@ -105,8 +109,11 @@ def resnet50_model(seed: int = 0) -> Any:
 
     g = _Graph(seed)
     x = g.conv(INPUT, "conv1", 3, 64, 7, 2)
-    g.nodes.append(helper.make_node("MaxPool", [x], ["maxpool"], name="maxpool", kernel_shape=[3, 3],
-                                    strides=[2, 2], pads=[1, 1, 1, 1]))
+    g.nodes.append(
+        helper.make_node(
+            "MaxPool", [x], ["maxpool"], name="maxpool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        )
+    )
     x, c_in = "maxpool", 64
     for stage, (width, blocks, stride) in enumerate(STAGES, start=1):
         for block in range(blocks):
@@ -121,7 +128,8 @@ def resnet50_model(seed: int = 0) -> Any:
         helper.make_node("Softmax", ["logits"], [OUTPUT], name="softmax", axis=1),
     ]
     graph = helper.make_graph(
-        g.nodes, NAME,
+        g.nodes,
+        NAME,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 3, 224, 224])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", CLASSES])],
         g.inits,
@@ -135,8 +143,9 @@ def resnet50_model(seed: int = 0) -> Any:
 def config_text(backend: str = "onnxruntime", name: str = NAME) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    return CONFIG.format(name=name, backend=backend, input=INPUT, output=OUTPUT, classes=CLASSES,
-                         kind=BACKENDS[backend])
+    return CONFIG.format(
+        name=name, backend=backend, input=INPUT, output=OUTPUT, classes=CLASSES, kind=BACKENDS[backend]
+    )
 
 
 def write_repository(root: Path, backend: str = "onnxruntime", seed: int = 0, name: str = NAME) -> Path:
@@ -152,12 +161,18 @@ def write_repository(root: Path, backend: str = "onnxruntime", seed: int = 0, na
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python benchmarks/resnet50.py",
-                                     description=(__doc__ or "").split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/resnet50.py",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("repository", type=Path, metavar="DIR", help="model repository to write into")
-    parser.add_argument("--backend", choices=tuple(BACKENDS), default="onnxruntime",
-                        help="onnxruntime (CPU, serves as is) or tensorrt (GPU; run `trt-optimize build` next)")
+    parser.add_argument(
+        "--backend",
+        choices=tuple(BACKENDS),
+        default="onnxruntime",
+        help="onnxruntime (CPU, serves as is) or tensorrt (GPU; run `trt-optimize build` next)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--name", default=NAME, help="model name (folder in the repository)")
     return parser
@@ -168,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     folder = write_repository(args.repository, args.backend, args.seed, args.name)
     print(f"wrote {folder / 'config.pbtxt'} ({args.backend}) and {folder / '1' / 'model.onnx'}")
     if args.backend == "tensorrt":
-        print("next, on the Jetson:\n"
-              f"  trt-optimize build {folder / '1' / 'model.onnx'} --repository {args.repository} "
-              f"--model {args.name} --precision fp16 --validate --profile 1,8,16")
+        print(
+            "next, on the Jetson:\n"
+            f"  trt-optimize build {folder / '1' / 'model.onnx'} --repository {args.repository} "
+            f"--model {args.name} --precision fp16 --validate --profile 1,8,16"
+        )
     return 0
 
 

@@ -83,9 +83,7 @@ def remote_server(address: str) -> RunningServer:
     return RunningServer("remote", None, host, http_port, grpc_port, Path("(remote)"))
 
 
-def prepare_onnx_repository(
-    dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0
-) -> Path:
+def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0) -> Path:
     """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models when None.
 
     With ``max_queue_delay_us`` not None, every model that has ``dynamic_batching`` gets that queue delay
@@ -133,10 +131,18 @@ def running_appliance(
     log_path = workdir / "appliance.log"
     http_port, grpc_port = free_ports(2, host)
     command = [
-        *appliance_command(), "serve",
-        "--model-repository", str(repo),
-        "--http-address", host, "--grpc-address", host,
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+        *appliance_command(),
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-address",
+        host,
+        "--grpc-address",
+        host,
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
         *extra_args,
     ]
     with log_path.open("ab") as log:
@@ -186,12 +192,22 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> It
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "grpc-floor.log"
     (grpc_port,) = free_ports(1, host)
-    command = [sys.executable, "-m", "benchmarks.grpc_floor", "--model-repository", str(repo),
-               "--address", host, "--port", str(grpc_port)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.grpc_floor",
+        "--model-repository",
+        str(repo),
+        "--address",
+        host,
+        "--port",
+        str(grpc_port),
+    ]
     root = Path(__file__).resolve().parent.parent
     with log_path.open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root,
-                                   **popen_kwargs(die_with_parent=True))
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=root, **popen_kwargs(die_with_parent=True)
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -213,8 +229,9 @@ def wait_models_ready(server: RunningServer, models: Sequence[str], timeout_s: f
     for model in models:
         url = f"http://{server.http_url}/v2/models/{model}/ready"
         if not wait_http_ready(url, timeout_s, server.process):
-            raise ServerStartError(f"{server.target}: model {model!r} not ready (log {server.log_path}):\n"
-                                   + log_tail(server.log_path))
+            raise ServerStartError(
+                f"{server.target}: model {model!r} not ready (log {server.log_path}):\n" + log_tail(server.log_path)
+            )
 
 
 def _tree(pid: int) -> list[psutil.Process]:

@@ -62,54 +62,114 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/serving.py",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=("Targets from issue 3 (2 cores, client and server together): gRPC c=64 >= 1.5x Triton req/s "
-                "on both models; CNN gRPC c=64 >= 50%% of in-process batch-32 samples/s; c=1 with "
-                "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak. They are judged on "
-                "--batch-size 1 points only."),
+        epilog=(
+            "Targets from issue 3 (2 cores, client and server together): gRPC c=64 >= 1.5x Triton req/s "
+            "on both models; CNN gRPC c=64 >= 50%% of in-process batch-32 samples/s; c=1 with "
+            "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak. They are judged on "
+            "--batch-size 1 points only."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--targets", type=_csv(str, TARGETS), default=",".join(TARGETS),
-                        help="servers to measure: appliance (`appliance serve`), triton (the real "
-                             "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
-                             "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling)")
-    parser.add_argument("--models", type=_csv(str), default="mlp,cnn",
-                        help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)")
-    parser.add_argument("--transports", type=_csv(str, TRANSPORTS), default=",".join(TRANSPORTS),
-                        help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)")
-    parser.add_argument("--concurrency", type=_csv(int), default="1,16,64",
-                        help="requests kept in flight (closed loop), one point per value")
-    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
-                        help="samples a request: the first dimension of each batched input (-1 in the model "
-                             "metadata); the table shows req/s and samples/s (req/s x N)")
-    parser.add_argument("--url", default=None, metavar="HOST[:HTTP[:GRPC]]",
-                        help="measure a server already running there (e.g. `appliance serve` on a Jetson; "
-                             "ports default 8000:8001) instead of starting --targets; its CPU is not read "
-                             "(server %% shows 0) and its config is its own (--max-queue-delay-us only labels)")
-    parser.add_argument("--max-queue-delay-us", type=_csv(int), default="0", metavar="US[,US]",
-                        help="dynamic_batching max_queue_delay_microseconds written into each config; one "
-                             "server start per value (e.g. 0,10000)")
+    parser.add_argument(
+        "--targets",
+        type=_csv(str, TARGETS),
+        default=",".join(TARGETS),
+        help="servers to measure: appliance (`appliance serve`), triton (the real "
+        "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
+        "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling)",
+    )
+    parser.add_argument(
+        "--models",
+        type=_csv(str),
+        default="mlp,cnn",
+        help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)",
+    )
+    parser.add_argument(
+        "--transports",
+        type=_csv(str, TRANSPORTS),
+        default=",".join(TRANSPORTS),
+        help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_csv(int),
+        default="1,16,64",
+        help="requests kept in flight (closed loop), one point per value",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="samples a request: the first dimension of each batched input (-1 in the model "
+        "metadata); the table shows req/s and samples/s (req/s x N)",
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        metavar="HOST[:HTTP[:GRPC]]",
+        help="measure a server already running there (e.g. `appliance serve` on a Jetson; "
+        "ports default 8000:8001) instead of starting --targets; its CPU is not read "
+        "(server %% shows 0) and its config is its own (--max-queue-delay-us only labels)",
+    )
+    parser.add_argument(
+        "--max-queue-delay-us",
+        type=_csv(int),
+        default="0",
+        metavar="US[,US]",
+        help="dynamic_batching max_queue_delay_microseconds written into each config; one "
+        "server start per value (e.g. 0,10000)",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds of the same load before each measured window")
-    parser.add_argument("--model-repository", type=Path, default=None,
-                        help="Triton-layout ONNX repository to use instead of the demo models (copied first)")
-    parser.add_argument("--grpc-client", choices=("aio", "threads"), default="aio",
-                        help="gRPC client: one grpc.aio channel, or one sync client per thread")
-    parser.add_argument("--http-client", choices=("gevent", "threads", "aio"), default="gevent",
-                        help="REST client: gevent greenlets on one pool, one sync client per thread, or http.aio")
-    parser.add_argument("--no-reference", action="store_true",
-                        help="skip the in-process ONNX Runtime batch-32 reference")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of the same load before each measured window"
+    )
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=None,
+        help="Triton-layout ONNX repository to use instead of the demo models (copied first)",
+    )
+    parser.add_argument(
+        "--grpc-client",
+        choices=("aio", "threads"),
+        default="aio",
+        help="gRPC client: one grpc.aio channel, or one sync client per thread",
+    )
+    parser.add_argument(
+        "--http-client",
+        choices=("gevent", "threads", "aio"),
+        default="gevent",
+        help="REST client: gevent greenlets on one pool, one sync client per thread, or http.aio",
+    )
+    parser.add_argument(
+        "--no-reference", action="store_true", help="skip the in-process ONNX Runtime batch-32 reference"
+    )
     parser.add_argument("--reference-batch", type=int, default=32, help="batch of the in-process reference")
-    parser.add_argument("--appliance-arg", action="append", default=[], metavar="ARG",
-                        help="extra argument for `appliance serve` (repeat for several)")
-    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
-                        help="instead of the matrix: gRPC c=64 on --soak-model against the appliance for "
-                             "SECONDS, sampling the server's RSS every --soak-interval")
+    parser.add_argument(
+        "--appliance-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for `appliance serve` (repeat for several)",
+    )
+    parser.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="instead of the matrix: gRPC c=64 on --soak-model against the appliance for "
+        "SECONDS, sampling the server's RSS every --soak-interval",
+    )
     parser.add_argument("--soak-model", default="mlp", help="model of the soak")
     parser.add_argument("--soak-interval", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--soak-target", choices=TARGETS, default="appliance", help="server of the soak")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where repositories and server logs go; None: a temporary folder, removed at the end")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where repositories and server logs go; None: a temporary folder, removed at the end",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write all results here")
     return parser
 
@@ -119,8 +179,13 @@ def _echo(text: str) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def run_references(args: argparse.Namespace, repo: Path) -> dict[str, Any]:
@@ -131,8 +196,10 @@ def run_references(args: argparse.Namespace, repo: Path) -> dict[str, Any]:
             continue
         ref = onnxruntime_reference(path, args.reference_batch, args.duration)
         references[model] = ref
-        _echo(f"  in-process ONNX Runtime {model}: {ref['samples_per_s']:,.0f} samples/s at batch "
-              f"{ref['batch']} ({ref['threads']} threads, {ref['ms_per_batch']:.2f} ms a batch)")
+        _echo(
+            f"  in-process ONNX Runtime {model}: {ref['samples_per_s']:,.0f} samples/s at batch "
+            f"{ref['batch']} ({ref['threads']} threads, {ref['ms_per_batch']:.2f} ms a batch)"
+        )
     return references
 
 
@@ -165,8 +232,9 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
     return points, failures
 
 
-def _measure_server(args: argparse.Namespace, server: RunningServer, delay: int, points: list[Point],
-                    failures: list[str]) -> None:
+def _measure_server(
+    args: argparse.Namespace, server: RunningServer, delay: int, points: list[Point], failures: list[str]
+) -> None:
     """Every model x transport x concurrency point on one started server."""
     target = server.target
     for model in args.models:
@@ -176,11 +244,13 @@ def _measure_server(args: argparse.Namespace, server: RunningServer, delay: int,
             mode = args.grpc_client if transport == "grpc" else args.http_client
             for concurrency in args.concurrency:
                 try:
-                    point = run_point(server, model, transport, concurrency, args.duration, args.warmup, delay,
-                                      mode, args.batch_size)
+                    point = run_point(
+                        server, model, transport, concurrency, args.duration, args.warmup, delay, mode, args.batch_size
+                    )
                 except (RuntimeError, TimeoutError) as exc:
-                    message = (f"{target} {model} {transport} c={concurrency} batch {args.batch_size} "
-                               f"delay {delay}: {exc}")
+                    message = (
+                        f"{target} {model} {transport} c={concurrency} batch {args.batch_size} delay {delay}: {exc}"
+                    )
                     failures.append(message)
                     _echo(f"!! {message}")
                     if server.process is not None and server.process.poll() is not None:
@@ -195,8 +265,10 @@ def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
     repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
     with running_server(args.soak_target, repo, workdir / f"soak-{args.soak_target}", args.appliance_arg) as server:
         wait_models_ready(server, [args.soak_model])
-        _echo(f"== soak: {args.soak_target}, {args.soak_model}, gRPC c=64, {args.soak:.0f} s, "
-              f"RSS every {args.soak_interval:.0f} s")
+        _echo(
+            f"== soak: {args.soak_target}, {args.soak_model}, gRPC c=64, {args.soak:.0f} s, "
+            f"RSS every {args.soak_interval:.0f} s"
+        )
         return run_soak(server, args.soak_model, args.soak, args.warmup, args.soak_interval, echo=_echo)
 
 
@@ -212,10 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.url and args.soak > 0:
         parser.error("--soak reads the server's RSS: it starts the server here; leave out --url")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    report: dict[str, Any] = {"machine": machine_info(),
-                              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    _echo(f"machine: {report['machine']['cpus']} CPUs, load average {report['machine']['loadavg'][0]:.2f} "
-          f"(client and server share it; 'other' CPU below is everything else running)")
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
+    _echo(
+        f"machine: {report['machine']['cpus']} CPUs, load average {report['machine']['loadavg'][0]:.2f} "
+        f"(client and server share it; 'other' CPU below is everything else running)"
+    )
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_reference:
                 _echo("== in-process ONNX Runtime reference")
                 references = run_references(
-                    args, prepare_onnx_repository(workdir / "onnx-ref", args.model_repository, None))
+                    args, prepare_onnx_repository(workdir / "onnx-ref", args.model_repository, None)
+                )
             _echo(format_points([], header=True))
             points, failures = run_matrix(args, workdir)
             report.update(references=references, points=[as_dict(p) for p in points], failures=failures)

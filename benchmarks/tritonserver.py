@@ -196,8 +196,10 @@ def write_python_backend_repository(
     from tritonclient.grpc import model_config_pb2
 
     dest.mkdir(parents=True, exist_ok=True)
-    names = list(models) if models is not None else sorted(
-        p.name for p in onnx_repo.iterdir() if (p / "config.pbtxt").is_file()
+    names = (
+        list(models)
+        if models is not None
+        else sorted(p.name for p in onnx_repo.iterdir() if (p / "config.pbtxt").is_file())
     )
     for name in names:
         source = onnx_repo / name
@@ -344,16 +346,25 @@ def running_tritonserver(
             f"--backend-directory={backends}",
             f"--cache-directory={install.caches}",
             f"--model-control-mode={model_control_mode}",
-            f"--http-address={host}", f"--grpc-address={host}", f"--metrics-address={host}",
-            f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}",
-            "--allow-gpu-metrics=false", "--exit-timeout-secs=10",
+            f"--http-address={host}",
+            f"--grpc-address={host}",
+            f"--metrics-address={host}",
+            f"--http-port={http_port}",
+            f"--grpc-port={grpc_port}",
+            f"--metrics-port={metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--exit-timeout-secs=10",
             *extra_args,
         ]
         with log_path.open("ab") as log:
             log.write(f"\n=== attempt {attempt}: {' '.join(command)}\n".encode())
             log.flush()
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=workdir,
                 **popen_kwargs(die_with_parent),
             )
         server = TritonServer(process, host, http_port, grpc_port, metrics_port, log_path)
