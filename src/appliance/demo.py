@@ -10,8 +10,10 @@ Both use Triton's layout and ``config.pbtxt``, so the same folder loads in Trito
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 OPSET = 17
 IR_VERSION = 8  # readable by every ONNX Runtime since 1.10
@@ -19,9 +21,9 @@ IR_VERSION = 8  # readable by every ONNX Runtime since 1.10
 CNN_LABELS = ["cat", "dog", "bird", "fish", "horse", "frog", "ship", "truck", "plane", "car"]
 
 
-def _weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
+def _weights(rng: np.random.Generator, *shape: int) -> NDArray[Any]:
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
-    weights: np.ndarray = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    weights: NDArray[Any] = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
     return weights
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import numpy as np
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 
@@ -27,7 +27,9 @@ class Backend(Protocol):
     @property
     def instance_count(self) -> int: ...
 
-    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def execute(
+        self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
+    ) -> dict[str, NDArray[Any]]:
         """Run one batch on one instance. Inputs are in the model's own shapes (``reshape`` applied)."""
         ...
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..core import datatypes
@@ -134,7 +135,9 @@ class OnnxRuntimeBackend:
     def instance_count(self) -> int:
         return len(self._sessions)
 
-    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def execute(
+        self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
+    ) -> dict[str, NDArray[Any]]:
         feed = inputs
         if self._string_inputs:
             feed = dict(inputs)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..core.model_config import instance_count
@@ -85,7 +86,7 @@ class _Instance:
         self.context = engine.create_execution_context()
         self.stream = cuda.Stream()
         self.profile = 0
-        self.host: dict[str, np.ndarray] = {}  # pinned
+        self.host: dict[str, NDArray[Any]] = {}  # pinned
         self.device: dict[str, Any] = {}  # pycuda DeviceAllocation
 
 
@@ -118,7 +119,7 @@ class TensorRTBackend:
     def instance_count(self) -> int:
         return len(self._instances)
 
-    def _buffer(self, inst: _Instance, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _buffer(self, inst: _Instance, name: str, shape: tuple[int, ...]) -> NDArray[Any]:
         """A pinned host view of ``shape``, with a device buffer at least as large (grown when needed)."""
         count = int(np.prod(shape))
         host = inst.host.get(name)
@@ -127,7 +128,9 @@ class TensorRTBackend:
             inst.device[name] = self._cuda.mem_alloc(max(host.nbytes, 1))
         return host[:count].reshape(shape)
 
-    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def execute(
+        self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
+    ) -> dict[str, NDArray[Any]]:
         inst = self._instances[instance]
         cuda, context, stream = self._cuda, inst.context, inst.stream
         self._ctx.push()

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..core import datatypes
@@ -129,8 +129,8 @@ class TritonBackend:
         return self._client
 
     async def infer(
-        self, inputs: dict[str, np.ndarray], outputs: Sequence[str], priority: int, timeout_us: int
-    ) -> dict[str, np.ndarray]:
+        self, inputs: dict[str, NDArray[Any]], outputs: Sequence[str], priority: int, timeout_us: int
+    ) -> dict[str, NDArray[Any]]:
         import tritonclient.grpc.aio as aioclient
 
         tensors = []
@@ -169,7 +169,9 @@ class TritonBackend:
             return False
         return await self.is_ready()
 
-    def execute(self, instance: int, inputs: dict[str, np.ndarray], outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    def execute(
+        self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
+    ) -> dict[str, NDArray[Any]]:
         """Blocking execution, used only for warm-up: Triton runs the model's own ``model_warmup``."""
         return {}
 

@@ -32,8 +32,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import DeadlineExceeded, InternalError, QueueFull, Unavailable
 from .model_config import BatchingPolicy
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
 _DELAYED_QUEUE = -1
-_NO_INPUTS: dict[str, np.ndarray] = {}
+_NO_INPUTS: dict[str, NDArray[Any]] = {}
 
 
 class Payload:
@@ -62,14 +64,14 @@ class Payload:
         "state",
     )
 
-    def __init__(self, inputs: dict[str, np.ndarray], batch_size: int, shape_key: object) -> None:
+    def __init__(self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object) -> None:
         self.inputs = inputs
         self.batch_size = batch_size
         self.shape_key = shape_key
         self.queue = 0
         self.deadline = 0.0
         self.delay_on_timeout = False
-        self.future: asyncio.Future[dict[str, np.ndarray]] | None = None
+        self.future: asyncio.Future[dict[str, NDArray[Any]]] | None = None
         self.enqueued = 0.0
         self.dispatched = 0.0
         self.state = _QUEUED
@@ -92,7 +94,7 @@ class Execution:
     output_s: float
 
 
-ExecuteFn = Callable[[int, dict[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
+ExecuteFn = Callable[[int, dict[str, NDArray[Any]], Sequence[str]], dict[str, NDArray[Any]]]
 
 
 class DynamicBatcher:
@@ -188,12 +190,12 @@ class DynamicBatcher:
 
     async def submit(
         self,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, NDArray[Any]],
         batch_size: int,
         shape_key: object = None,
         priority: int = 0,
         timeout_us: int = 0,
-    ) -> tuple[dict[str, np.ndarray], float, float]:
+    ) -> tuple[dict[str, NDArray[Any]], float, float]:
         """Queue one request; return its outputs, when it was enqueued and when it was dispatched.
 
         Raises QueueFull, DeadlineExceeded or Unavailable; if the caller is cancelled (client gone) while the
@@ -395,7 +397,7 @@ class DynamicBatcher:
             except RuntimeError:  # loop closed during shutdown
                 return
 
-    def _run(self, instance: int, batch: list[Payload]) -> tuple[list[dict[str, np.ndarray]], Execution] | Exception:
+    def _run(self, instance: int, batch: list[Payload]) -> tuple[list[dict[str, NDArray[Any]]], Execution] | Exception:
         try:
             t0 = time.perf_counter()
             if len(batch) == 1:
@@ -427,7 +429,7 @@ class DynamicBatcher:
         self,
         instance: int,
         batch: list[Payload],
-        result: tuple[list[dict[str, np.ndarray]], Execution] | Exception,
+        result: tuple[list[dict[str, NDArray[Any]]], Execution] | Exception,
         reschedule: bool = True,
     ) -> None:
         self._free.append(instance)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import InvalidArgument
 
@@ -15,7 +17,7 @@ from .errors import InvalidArgument
 class DataType:
     name: str  # KServe v2 name: "FP32"
     config_name: str  # Triton config enum name: "TYPE_FP32"
-    dtype: np.dtype  # numpy dtype; object for BYTES
+    dtype: np.dtype[Any]  # numpy dtype; object for BYTES
     onnx: int  # onnx.TensorProto element type
 
 
@@ -51,14 +53,14 @@ def by_name(name: str, what: str) -> DataType:
         raise InvalidArgument(f"{what}: unsupported datatype '{name}'") from None
 
 
-def of_array(array: np.ndarray) -> DataType:
+def of_array(array: NDArray[Any]) -> DataType:
     """The datatype of a numpy array (object, str and bytes arrays are BYTES)."""
     if array.dtype.kind in "OSU":
         return BY_NAME["BYTES"]
     return BY_DTYPE[array.dtype]
 
 
-def deserialize_bytes(buffer: bytes | memoryview, count: int, what: str) -> np.ndarray:
+def deserialize_bytes(buffer: bytes | memoryview, count: int, what: str) -> NDArray[Any]:
     """Decode ``count`` length-prefixed (4-byte little-endian) elements of a BYTES tensor."""
     view = memoryview(buffer)
     out = np.empty(count, dtype=object)
@@ -77,7 +79,7 @@ def deserialize_bytes(buffer: bytes | memoryview, count: int, what: str) -> np.n
     return out
 
 
-def serialize_bytes(array: np.ndarray) -> bytes:
+def serialize_bytes(array: NDArray[Any]) -> bytes:
     """Encode a BYTES tensor as length-prefixed elements, in row-major order."""
     parts = []
     for item in array.reshape(-1):
@@ -87,7 +89,7 @@ def serialize_bytes(array: np.ndarray) -> bytes:
     return b"".join(parts)
 
 
-def from_raw(raw: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], what: str) -> np.ndarray:
+def from_raw(raw: bytes | memoryview, datatype: DataType, shape: tuple[int, ...], what: str) -> NDArray[Any]:
     """A tensor from its raw bytes (binary data extension, gRPC raw contents); checks the size."""
     count = math.prod(shape)
     if datatype.name == "BYTES":
@@ -100,7 +102,7 @@ def from_raw(raw: bytes | memoryview, datatype: DataType, shape: tuple[int, ...]
     return np.frombuffer(raw, dtype=datatype.dtype).reshape(shape)
 
 
-def to_raw(array: np.ndarray) -> bytes:
+def to_raw(array: NDArray[Any]) -> bytes:
     """The raw bytes of a tensor, as the binary data extension and gRPC raw contents carry them."""
     if array.dtype.kind in "OSU":
         return serialize_bytes(array)

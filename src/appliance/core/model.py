@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..backends.base import Backend, LoadError
@@ -113,10 +114,10 @@ class ModelVersion:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def check(self, request: InferRequest) -> tuple[dict[str, np.ndarray], int, object]:
+    def check(self, request: InferRequest) -> tuple[dict[str, NDArray[Any]], int, object]:
         """Check a request against the config; return the model's inputs, the batch size and a shape key."""
         batched = self.max_batch_size > 0
-        inputs: dict[str, np.ndarray] = {}
+        inputs: dict[str, NDArray[Any]] = {}
         batch_size = 1
         shape_key: list[tuple[int, ...]] = []
         for tensor in request.inputs:
@@ -195,8 +196,8 @@ class ModelVersion:
         return response
 
     async def _direct(
-        self, inputs: dict[str, np.ndarray], batch_size: int, request: InferRequest
-    ) -> dict[str, np.ndarray]:
+        self, inputs: dict[str, NDArray[Any]], batch_size: int, request: InferRequest
+    ) -> dict[str, NDArray[Any]]:
         self._direct_inflight += 1
         self._direct_idle.clear()
         start = time.perf_counter()
@@ -211,7 +212,7 @@ class ModelVersion:
         self.stats.batch_executed(Execution(batch_size, 1, 0.0, time.perf_counter() - start, 0.0))
         return outputs  # type: ignore[no-any-return]
 
-    def _response(self, request: InferRequest, outputs: dict[str, np.ndarray], batch_size: int) -> InferResponse:
+    def _response(self, request: InferRequest, outputs: dict[str, NDArray[Any]], batch_size: int) -> InferResponse:
         batched = self.max_batch_size > 0
         wanted = request.outputs or None
         tensors = []
@@ -231,7 +232,7 @@ class ModelVersion:
         return InferResponse(self.name, str(self.version), request.id, tensors)
 
     @staticmethod
-    def _classify(array: np.ndarray, top: int, labels: list[str] | None, batched: bool) -> np.ndarray:
+    def _classify(array: NDArray[Any], top: int, labels: list[str] | None, batched: bool) -> NDArray[Any]:
         """Triton's classification extension: the top N as "score:index[:label]" strings."""
         rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
         top = min(top, rows.shape[1])
@@ -265,7 +266,7 @@ def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
 # -- warm-up -------------------------------------------------------------------------------------
 
 
-def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, int, dict[str, np.ndarray]]]:
+def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, int, dict[str, NDArray[Any]]]]:
     """(name, count, inputs) to run on every instance before a version reports ready.
 
     ``model_warmup`` from the config when present (zero_data, random_data or input_data_file from the model's
@@ -316,7 +317,7 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
     return samples
 
 
-def _zeros(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
     """Zero-filled input; empty strings for BYTES."""
     return np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from numpy.typing import NDArray
 
 
 @dataclass(slots=True)
@@ -13,7 +13,7 @@ class InputTensor:
     name: str
     datatype: str  # KServe v2 name, as the client declared it
     shape: tuple[int, ...]
-    data: np.ndarray  # already in ``shape`` and the declared datatype's numpy dtype
+    data: NDArray[Any]  # already in ``shape`` and the declared datatype's numpy dtype
 
 
 @dataclass(slots=True)
@@ -40,7 +40,7 @@ class OutputTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    data: np.ndarray
+    data: NDArray[Any]
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from tritonclient.grpc import service_pb2 as pb
 
 from ..core import datatypes
@@ -82,7 +83,7 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
 
 def _from_contents(
     tensor: pb.ModelInferRequest.InferInputTensor, datatype: datatypes.DataType, shape: tuple[int, ...], what: str
-) -> np.ndarray:
+) -> NDArray[Any]:
     """A tensor from the typed ``contents`` fields."""
     field = _CONTENTS_FIELD.get(datatype.name)
     if field is None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import OptimizeError
 
@@ -34,7 +36,7 @@ def _layout(shape: tuple[int, ...]) -> str:
 class CalibrationData:
     """The samples of one input, ``sample_shape`` without the batch dimension."""
 
-    def __init__(self, folder: Path, sample_shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, folder: Path, sample_shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
         self.folder = folder
         self.sample_shape = tuple(sample_shape)
         self.dtype = np.dtype(dtype)
@@ -48,7 +50,7 @@ class CalibrationData:
                 f"{folder}: calibration folder has no .npy or image files ({', '.join(('.npy', *IMAGE_SUFFIXES))})"
             )
 
-    def _load_npy(self, path: Path) -> np.ndarray:
+    def _load_npy(self, path: Path) -> NDArray[Any]:
         try:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -65,7 +67,7 @@ class CalibrationData:
             )
         return np.asarray(array, dtype=self.dtype)
 
-    def _load_image(self, path: Path) -> np.ndarray:
+    def _load_image(self, path: Path) -> NDArray[Any]:
         try:
             from PIL import Image, UnidentifiedImageError
         except ImportError:
@@ -92,7 +94,7 @@ class CalibrationData:
             array = array.transpose(2, 0, 1)
         return array[None].astype(self.dtype)
 
-    def samples(self) -> Iterator[np.ndarray]:
+    def samples(self) -> Iterator[NDArray[Any]]:
         """Each sample as an array of ``[1, *sample_shape]``, file by file."""
         for path in self.files:
             stack = self._load_npy(path) if path.suffix.lower() == ".npy" else self._load_image(path)
@@ -102,9 +104,9 @@ class CalibrationData:
     def count(self) -> int:
         return sum(1 for _ in self.samples())
 
-    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+    def batches(self, batch_size: int) -> Iterator[NDArray[Any]]:
         """Contiguous batches of ``batch_size`` samples; a last, partial batch is dropped."""
-        pending: list[np.ndarray] = []
+        pending: list[NDArray[Any]] = []
         produced = 0
         for sample in self.samples():
             pending.append(sample)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..core import datatypes
 from ..core.model_config import ConfigError, read_config
@@ -31,7 +32,7 @@ from .repository import CONFIG, EngineSource, use_tensorrt, write_engine
 from .shapes import check_profiles, has_qdq, onnx_io, profile_from_flags, profiles_from_config
 from .validate import random_inputs, validate
 
-RunnerFactory = Callable[[Path, list[str]], Callable[[dict[str, np.ndarray]], Any]]
+RunnerFactory = Callable[[Path, list[str]], Callable[[dict[str, NDArray[Any]]], Any]]
 
 
 def _size(text: str) -> int:
@@ -126,7 +127,7 @@ def _check_description(described: DeviceInfo, here: DeviceInfo, path: Path) -> N
             )
 
 
-def _numpy_dtype(datatype: str, onnx: Path) -> np.dtype:
+def _numpy_dtype(datatype: str, onnx: Path) -> np.dtype[Any]:
     if datatype not in datatypes.BY_CONFIG_NAME:
         raise OptimizeError(f"{onnx}: input type {datatype} is not supported")
     return datatypes.BY_CONFIG_NAME[datatype].dtype
@@ -213,7 +214,7 @@ def cmd_build(args: argparse.Namespace, builder: Builder | None, runner_factory:
         assert runner_factory is not None
         runner = runner_factory(folder / manifest.plan_file, [o.name for o in outputs])
 
-        def shapes_at(batch: int | None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        def shapes_at(batch: int | None) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
             out = {}
             for t in inputs:
                 shape = profiles[-1][t.name]["opt"] if profiles and t.name in profiles[-1] else t.dims

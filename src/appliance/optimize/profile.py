@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-Runner = Callable[[dict[str, np.ndarray]], object]
+Runner = Callable[[dict[str, NDArray[Any]]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ def summarize(batch_size: int, latencies_s: Sequence[float]) -> BatchProfile:
 
 def profile_runner(
     runner: Runner,
-    make_inputs: Callable[[int], Mapping[str, np.ndarray]],
+    make_inputs: Callable[[int], Mapping[str, NDArray[Any]]],
     batch_sizes: Sequence[int],
     iterations: int = 100,
     warmup: int = 10,

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import OptimizeError
 
-Runner = Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]
+Runner = Callable[[dict[str, NDArray[Any]]], Mapping[str, NDArray[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,7 @@ class ValidationReport:
         return [head, *(f"  {o.line()}" for o in self.outputs)]
 
 
-def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+def top1_agreement(reference: NDArray[Any], candidate: NDArray[Any]) -> float | None:
     if reference.ndim < 2 or reference.shape[-1] < 2:
         return None
     ref = reference.reshape(-1, reference.shape[-1]).argmax(axis=1)
@@ -83,7 +85,7 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None
 
 
 def compare(
-    reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], precision: str
+    reference: Mapping[str, NDArray[Any]], candidate: Mapping[str, NDArray[Any]], precision: str
 ) -> ValidationReport:
     """Compare an engine's outputs with ONNX Runtime's under the tolerance of ``precision``."""
     tol = TOLERANCES[precision]
@@ -123,13 +125,15 @@ def onnxruntime_runner(onnx_path: Path) -> Runner:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
 
-    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(inputs: dict[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
         return dict(zip(names, session.run(names, inputs)))
 
     return run
 
 
-def random_inputs(shapes: Mapping[str, tuple[tuple[int, ...], np.dtype]], seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(
+    shapes: Mapping[str, tuple[tuple[int, ...], np.dtype[Any]]], seed: int = 0
+) -> dict[str, NDArray[Any]]:
     """Seeded inputs: normal floats, small non-negative integers."""
     rng = np.random.default_rng(seed)
     out = {}
@@ -143,7 +147,7 @@ def random_inputs(shapes: Mapping[str, tuple[tuple[int, ...], np.dtype]], seed: 
     return out
 
 
-def validate(onnx_path: Path, engine: Runner, inputs: dict[str, np.ndarray], precision: str) -> ValidationReport:
+def validate(onnx_path: Path, engine: Runner, inputs: dict[str, NDArray[Any]], precision: str) -> ValidationReport:
     """Run ``inputs`` through ONNX Runtime and through ``engine`` and compare."""
     reference = onnxruntime_runner(onnx_path)(inputs)
     return compare(reference, engine(inputs), precision)

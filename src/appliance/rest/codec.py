@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..core import datatypes
 from ..core.errors import InvalidArgument
@@ -57,7 +58,7 @@ def _flatten(data: Any) -> list[Any]:
     return flat
 
 
-def _json_tensor(data: Any, datatype: datatypes.DataType, shape: tuple[int, ...], what: str) -> np.ndarray:
+def _json_tensor(data: Any, datatype: datatypes.DataType, shape: tuple[int, ...], what: str) -> NDArray[Any]:
     flat = _flatten(data)
     count = math.prod(shape)
     if len(flat) != count:
@@ -164,7 +165,7 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
     return InferRequest(model, version, request_id, inputs, outputs, priority, timeout, params), binary_default
 
 
-def _json_data(array: np.ndarray) -> list[Any]:
+def _json_data(array: NDArray[Any]) -> list[Any]:
     flat = array.reshape(-1)
     if array.dtype == object:
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
