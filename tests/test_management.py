@@ -14,6 +14,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from conftest import ModelsRepo, ServerProcess, assert_same, ort_run
+from google.protobuf import json_format
+from google.protobuf.message import Message
 from tritonclient.utils import InferenceServerException
 
 
@@ -124,6 +126,32 @@ def test_model_statistics_count_requests_and_batches(server_factory, demo_repo, 
     assert sizes == {1: 1, 2: 2}
     everything = server.http().get_inference_statistics()
     assert {s["name"] for s in everything["model_stats"]} == {"mlp", "cnn"}
+
+
+def test_rest_and_grpc_report_the_same_fields(server_factory, demo_repo):
+    """Metadata, statistics, config and the repository index: the REST JSON, read into the gRPC message, is
+    the gRPC answer field by field (submessages present alike, nothing missing on either side)."""
+    server = server_factory(demo_repo, "--model-control-mode", "explicit", "--load-model", "mlp")
+    for batch in (1, 2, 2):
+        inp = httpclient.InferInput("input", [batch, 64], "FP32")
+        inp.set_data_from_numpy(np.zeros((batch, 64), np.float32))
+        server.http().infer("mlp", [inp])
+    http, grpc_ = server.http(), server.grpc()
+
+    def same(rest: object, message: Message) -> None:
+        assert json_format.ParseDict(rest, type(message)()) == message
+
+    same(http.get_server_metadata(), grpc_.get_server_metadata())
+    same(http.get_model_metadata("mlp"), grpc_.get_model_metadata("mlp"))
+    same(http.get_model_config("mlp"), grpc_.get_model_config("mlp").config)
+    stats = http.get_inference_statistics("mlp")
+    assert stats["model_stats"][0]["last_inference"] > 0 and len(stats["model_stats"][0]["batch_stats"]) == 2
+    same(stats, grpc_.get_inference_statistics("mlp"))
+    same(http.get_inference_statistics(), grpc_.get_inference_statistics())
+    index = http.get_model_repository_index()
+    assert {"name": "cnn"} in index  # on disk, never loaded: no version, state or reason
+    assert {"name": "mlp", "version": "1", "state": "READY", "reason": ""} in index
+    same({"models": index}, grpc_.get_model_repository_index())
 
 
 # -- classification ------------------------------------------------------------------------------

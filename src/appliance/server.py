@@ -89,7 +89,7 @@ class Appliance:
                     raise OSError("REST server stopped while starting")
                 await asyncio.sleep(0.01)
         models = [
-            f"{r['name']}/{r.get('version', '-')}:{r.get('state', '')}" for r in self.dataplane.repository_index()
+            f"{r.name}/{r.version or '-'}:{r.state.value if r.state else ''}" for r in self.dataplane.repository_index()
         ]
         log.info(
             "appliance ready: REST on %s:%s, gRPC on %s:%s, models %s",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from .. import __version__
 from ..backends import LoadError
 from ..settings import ModelControlMode, Settings
 from .errors import InvalidArgument, NotFound, Unavailable
-from .model_config import ModelConfig, to_json_dict
+from .metadata import ModelMetadata, ModelStatistics, RepositoryModel, ServerMetadata
+from .model import State
+from .model_config import ModelConfig
 from .repository import LoadOptions, ModelRepository
 from .stats import Metrics
 from .types import InferRequest, InferResponse
@@ -23,7 +24,7 @@ from .types import InferRequest, InferResponse
 log = logging.getLogger(__name__)
 
 SERVER_NAME = "appliance"
-EXTENSIONS = [
+EXTENSIONS = (
     "classification",
     "model_repository",
     "model_repository(unload_dependents)",
@@ -31,7 +32,7 @@ EXTENSIONS = [
     "model_configuration",
     "statistics",
     "binary_tensor_data",
-]
+)
 
 
 class DataPlane:
@@ -108,9 +109,9 @@ class DataPlane:
     def ready(self) -> bool:
         return self._started and not self._draining
 
-    def server_metadata(self) -> dict[str, Any]:
+    def server_metadata(self) -> ServerMetadata:
         version = __version__ + (f"+{self.build_id}" if self.build_id else "")
-        return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+        return ServerMetadata(SERVER_NAME, version, EXTENSIONS)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         if name not in self.repository.models:
@@ -121,18 +122,16 @@ class DataPlane:
             return False
         return True
 
-    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+    def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         served = self.repository.get(name, version)
         entry = self.repository.models[name]
         return served.metadata([str(v) for v in entry.ready_versions()])
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
+        """Triton's own typed ``ModelConfig`` message, the schema of ``config.pbtxt``."""
         return self.repository.get(name, version).config
 
-    def model_config_dict(self, name: str, version: str = "") -> dict[str, Any]:
-        return to_json_dict(self.model_config(name, version))
-
-    def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+    def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         if name:
             if name not in self.repository.models:
                 raise NotFound(f"unknown model '{name}'")
@@ -142,13 +141,13 @@ class DataPlane:
                 served = [v for v in self.repository.served_versions() if v.name == name]
         else:
             served = self.repository.served_versions()
-        return {"model_stats": [v.stats.as_dict() for v in served]}
+        return [v.stats.statistics() for v in served]
 
     # -- repository ------------------------------------------------------------------------------
 
-    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryModel]:
         rows = self.repository.index()
-        return [r for r in rows if r.get("state") == "READY"] if ready_only else rows
+        return [r for r in rows if r.state is State.READY] if ready_only else rows
 
     def _check_explicit(self, action: str) -> None:
         if self.settings.model_control_mode is not ModelControlMode.EXPLICIT:

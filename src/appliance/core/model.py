@@ -17,6 +17,7 @@ from ..backends.base import Backend, LoadError
 from . import datatypes
 from .batching import DynamicBatcher, Execution
 from .errors import InferenceError, InvalidArgument, Status
+from .metadata import ModelMetadata, TensorMetadata
 from .model_config import (
     BatchingPolicy,
     ConfigError,
@@ -246,17 +247,17 @@ class ModelVersion:
 
     # -- metadata --------------------------------------------------------------------------------
 
-    def metadata(self, versions: list[str]) -> dict[str, Any]:
-        def tensor(spec: TensorSpec) -> dict[str, Any]:
-            return {"name": spec.name, "datatype": spec.datatype.name, "shape": spec.client_shape(self.max_batch_size)}
+    def metadata(self, versions: list[str]) -> ModelMetadata:
+        def tensor(spec: TensorSpec) -> TensorMetadata:
+            return TensorMetadata(spec.name, spec.datatype.name, tuple(spec.client_shape(self.max_batch_size)))
 
-        return {
-            "name": self.name,
-            "versions": versions,
-            "platform": self.platform,
-            "inputs": [tensor(s) for s in self.inputs],
-            "outputs": [tensor(s) for s in self.outputs],
-        }
+        return ModelMetadata(
+            name=self.name,
+            versions=tuple(versions),
+            platform=self.platform,
+            inputs=tuple(tensor(s) for s in self.inputs),
+            outputs=tuple(tensor(s) for s in self.outputs),
+        )
 
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:

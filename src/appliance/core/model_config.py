@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from google.protobuf import json_format, text_format
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from . import datatypes
@@ -209,46 +206,3 @@ def select_versions(config: mc.ModelConfig, available: list[int], where: str) ->
 
 def to_text(config: mc.ModelConfig) -> str:
     return str(text_format.MessageToString(config))
-
-
-_INT64_TYPES = {
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED64,
-}
-
-
-def to_json_dict(message: Message) -> dict[str, Any]:
-    """A message as JSON with proto field names, and 64-bit integers as numbers (as Triton's REST API gives
-    them; protobuf's own JSON mapping turns them into strings)."""
-    return _fix_int64(message, json_format.MessageToDict(message, preserving_proto_field_name=True))
-
-
-def _repeated(fd: FieldDescriptor) -> bool:
-    flag = getattr(fd, "is_repeated", None)
-    if flag is None:  # protobuf < 6
-        return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
-    return bool(flag() if callable(flag) else flag)
-
-
-def _fix_int64(message: Message, data: dict[str, Any]) -> dict[str, Any]:
-    for fd in message.DESCRIPTOR.fields:
-        if fd.name not in data:
-            continue
-        value = getattr(message, fd.name)
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
-            if value_fd.message_type is not None:
-                data[fd.name] = {str(k): _fix_int64(v, data[fd.name][str(k)]) for k, v in value.items()}
-            elif value_fd.type in _INT64_TYPES:
-                data[fd.name] = {k: int(v) for k, v in data[fd.name].items()}
-        elif fd.message_type is not None:
-            if _repeated(fd):
-                data[fd.name] = [_fix_int64(m, d) for m, d in zip(value, data[fd.name])]
-            else:
-                data[fd.name] = _fix_int64(value, data[fd.name])
-        elif fd.type in _INT64_TYPES:
-            data[fd.name] = [int(v) for v in data[fd.name]] if _repeated(fd) else int(data[fd.name])
-    return data

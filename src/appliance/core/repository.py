@@ -12,7 +12,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -20,6 +19,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from ..backends import LoadError, factory_for
 from ..backends.base import BackendUnreachable
 from .errors import InvalidArgument, NotFound, Unavailable
+from .metadata import RepositoryModel
 from .model import ModelVersion, State, warm_up
 from .model_config import ConfigError, available_versions, read_config, select_versions
 from .stats import Metrics
@@ -96,21 +96,18 @@ class ModelRepository:
         assert served is not None
         return served
 
-    def index(self) -> list[dict[str, Any]]:
+    def index(self) -> list[RepositoryModel]:
         """Triton's repository index: every model on disk or loaded, with each version's state."""
-        rows: list[dict[str, Any]] = []
+        rows: list[RepositoryModel] = []
         for name in sorted(set(self.names_on_disk()) | set(self.models)):
             entry = self.models.get(name)
             if entry is None or not entry.versions:
-                row = {"name": name}
-                if entry is not None:
-                    row.update(state=entry.state.value, reason=entry.reason)
-                rows.append(row)
+                rows.append(
+                    RepositoryModel(name) if entry is None else RepositoryModel(name, None, entry.state, entry.reason)
+                )
                 continue
             for version, status in sorted(entry.versions.items()):
-                rows.append(
-                    {"name": name, "version": str(version), "state": status.state.value, "reason": status.reason}
-                )
+                rows.append(RepositoryModel(name, str(version), status.state, status.reason))
         return rows
 
     # -- load / unload ---------------------------------------------------------------------------

@@ -12,13 +12,13 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .batching import Execution
 from .errors import Status
+from .metadata import BatchStatistics, Duration, InferenceStatistics, ModelStatistics
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -119,8 +119,8 @@ class _Duration:
         self.count += 1
         self.ns += int(seconds * 1e9)
 
-    def as_dict(self) -> dict[str, int]:
-        return {"count": self.count, "ns": self.ns}
+    def total(self) -> Duration:
+        return Duration(self.count, self.ns)
 
 
 @dataclass(slots=True)
@@ -181,32 +181,29 @@ class VersionStats:
         self.compute_histogram.observe(execution.input_s + execution.infer_s + execution.output_s)
         self.batch_histogram.observe(execution.batch_size)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Triton's ``ModelStatistics`` as JSON (the REST shape; gRPC parses the same dict)."""
-        zero = {"count": 0, "ns": 0}
-        return {
-            "name": self.model,
-            "version": self.version,
-            "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count,
-            "execution_count": self.execution_count,
-            "inference_stats": {
-                "success": self.success.as_dict(),
-                "fail": self.fail.as_dict(),
-                "queue": self.queue.as_dict(),
-                "compute_input": self.compute_input.as_dict(),
-                "compute_infer": self.compute_infer.as_dict(),
-                "compute_output": self.compute_output.as_dict(),
-                "cache_hit": zero,
-                "cache_miss": zero,
-            },
-            "batch_stats": [
-                {
-                    "batch_size": size,
-                    "compute_input": b.compute_input.as_dict(),
-                    "compute_infer": b.compute_infer.as_dict(),
-                    "compute_output": b.compute_output.as_dict(),
-                }
+    def statistics(self) -> ModelStatistics:
+        """Triton's ``ModelStatistics`` of this version, as of now."""
+        return ModelStatistics(
+            name=self.model,
+            version=self.version,
+            last_inference_ms=self.last_inference_ms,
+            inference_count=self.inference_count,
+            execution_count=self.execution_count,
+            inference_stats=InferenceStatistics(
+                success=self.success.total(),
+                fail=self.fail.total(),
+                queue=self.queue.total(),
+                compute_input=self.compute_input.total(),
+                compute_infer=self.compute_infer.total(),
+                compute_output=self.compute_output.total(),
+            ),
+            batch_stats=tuple(
+                BatchStatistics(
+                    batch_size=size,
+                    compute_input=b.compute_input.total(),
+                    compute_infer=b.compute_infer.total(),
+                    compute_output=b.compute_output.total(),
+                )
                 for size, b in sorted(self.batches.items())
-            ],
-        }
+            ),
+        )

@@ -8,13 +8,18 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, Status
 from .codec import decode_infer_request, encode_infer_response, parameter_value
+from .encode import (
+    model_metadata_message,
+    model_statistics_message,
+    repository_index_message,
+    server_metadata_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +48,13 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self._dp.ready())
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        return json_format.ParseDict(self._dp.server_metadata(), pb.ServerMetadataResponse())
+        return server_metadata_message(self._dp.server_metadata())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self._dp.model_ready(request.name, request.version))
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        meta = self._dp.model_metadata(request.name, request.version)
-        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
+        return model_metadata_message(self._dp.model_metadata(request.name, request.version))
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
         config = self._dp.model_config(request.name, request.version)
@@ -59,11 +63,10 @@ class InferenceService:
         return response
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
-        stats = self._dp.model_statistics(request.name, request.version)
-        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+        return model_statistics_message(self._dp.model_statistics(request.name, request.version))
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
-        return json_format.ParseDict({"models": self._dp.repository_index(request.ready)}, pb.RepositoryIndexResponse())
+        return repository_index_message(self._dp.repository_index(request.ready))
 
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: Any

@@ -21,6 +21,13 @@ from .. import __version__
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, InvalidArgument, Status, TooLarge
 from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from .encode import (
+    model_config_json,
+    model_metadata_json,
+    model_statistics_json,
+    repository_index_json,
+    server_metadata_json,
+)
 
 HTTP_STATUS = {
     Status.INVALID_ARGUMENT: 400,
@@ -119,7 +126,7 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
 
     @app.get("/v2", tags=["server"], summary="Server metadata")
     async def server_metadata() -> dict[str, Any]:
-        return dataplane.server_metadata()
+        return server_metadata_json(dataplane.server_metadata())
 
     @app.get("/v2/health/live", tags=["server"], summary="Server live (200) or not (400)")
     async def server_live() -> Response:
@@ -133,12 +140,12 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
 
     @app.get("/v2/models/stats", tags=["statistics"], summary="Statistics of every model")
     async def all_stats() -> dict[str, Any]:
-        return dataplane.model_statistics()
+        return model_statistics_json(dataplane.model_statistics())
 
     @app.get("/v2/models/{model}", tags=["model"], summary="Model metadata")
     @app.get("/v2/models/{model}/versions/{version}", tags=["model"], summary="Model version metadata")
     async def model_metadata(model: str, version: str = "") -> dict[str, Any]:
-        return dataplane.model_metadata(model, version)
+        return model_metadata_json(dataplane.model_metadata(model, version))
 
     @app.get("/v2/models/{model}/ready", tags=["model"], summary="Model ready (200) or not (400)")
     @app.get("/v2/models/{model}/versions/{version}/ready", tags=["model"], summary="Model version ready")
@@ -148,12 +155,12 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
     @app.get("/v2/models/{model}/config", tags=["model"], summary="Model configuration (Triton extension)")
     @app.get("/v2/models/{model}/versions/{version}/config", tags=["model"], summary="Model version configuration")
     async def model_config(model: str, version: str = "") -> dict[str, Any]:
-        return dataplane.model_config_dict(model, version)
+        return model_config_json(dataplane.model_config(model, version))
 
     @app.get("/v2/models/{model}/stats", tags=["statistics"], summary="Model statistics (Triton extension)")
     @app.get("/v2/models/{model}/versions/{version}/stats", tags=["statistics"], summary="Model version statistics")
     async def model_stats(model: str, version: str = "") -> dict[str, Any]:
-        return dataplane.model_statistics(model, version)
+        return model_statistics_json(dataplane.model_statistics(model, version))
 
     @app.post("/v2/models/{model}/infer", tags=["inference"], summary="Inference", openapi_extra=_INFER_BODY_DOC)
     @app.post(
@@ -219,7 +226,7 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
         ready = doc.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidArgument("'ready' must be a boolean")
-        return JSONResponse(dataplane.repository_index(ready))
+        return JSONResponse(repository_index_json(dataplane.repository_index(ready)))
 
     @app.post("/v2/repository/models/{model}/load", tags=["repository"], summary="Load or reload a model")
     async def repository_load(model: str, request: Request) -> Response:
