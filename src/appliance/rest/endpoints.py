@@ -1,0 +1,195 @@
+"""REST: the handlers of the KServe v2 endpoints and Triton's extensions, one method each.
+
+Each decodes its request, calls one data plane method and encodes the result; ``rest.app`` declares which path
+and HTTP method reach which handler. Inference bodies are read raw (no pydantic model) so the binary tensor
+data extension and large tensors cost no extra copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import zlib
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..core.dataplane import DataPlane
+from ..core.errors import InvalidArgument, TooLarge
+from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from .encode import (
+    model_config_json,
+    model_metadata_json,
+    model_statistics_json,
+    repository_index_json,
+    server_metadata_json,
+)
+
+#: Responses of inference larger than this are compressed when the client accepts it.
+COMPRESS_OVER_BYTES = 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed per Content-Encoding; TooLarge past ``limit`` bytes either way."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise TooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "").lower()
+    if encoding in ("gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            body = decompressor.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise InvalidArgument(f"request body is not valid {encoding} data: {exc}") from None
+        if len(body) > limit or decompressor.unconsumed_tail:
+            raise TooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    elif encoding not in ("", "identity"):
+        raise InvalidArgument(f"unsupported Content-Encoding '{encoding}'")
+    return body
+
+
+def compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
+    """The body compressed as ``Accept-Encoding`` allows (gzip first), and the encoding; None: left as is."""
+    accept = accept.lower()
+    if "gzip" in accept:
+        return gzip.compress(body, compresslevel=1), "gzip"
+    if "deflate" in accept:
+        return zlib.compress(body, 1), "deflate"
+    return body, None
+
+
+class Endpoints:
+    """The REST handlers over one data plane; bodies over ``max_request_bytes`` are refused with 413."""
+
+    def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
+        self._dp = dataplane
+        self._max_request_bytes = max_request_bytes
+
+    # -- health, as every seed has it ------------------------------------------------------------
+
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def ready(self) -> Response:
+        if self._dp.ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    async def metrics(self) -> Response:
+        return Response(generate_latest(self._dp.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # -- server ----------------------------------------------------------------------------------
+
+    async def server_metadata(self) -> dict[str, Any]:
+        return server_metadata_json(self._dp.server_metadata())
+
+    async def server_live(self) -> Response:
+        return Response(status_code=200 if self._dp.live() else 400)
+
+    async def server_ready(self) -> Response:
+        return Response(status_code=200 if self._dp.ready() else 400)
+
+    # -- models ----------------------------------------------------------------------------------
+
+    async def all_stats(self) -> dict[str, Any]:
+        return model_statistics_json(self._dp.model_statistics())
+
+    async def model_metadata(self, model: str, version: str = "") -> dict[str, Any]:
+        return model_metadata_json(self._dp.model_metadata(model, version))
+
+    async def model_ready(self, model: str, version: str = "") -> Response:
+        return Response(status_code=200 if self._dp.model_ready(model, version) else 400)
+
+    async def model_config(self, model: str, version: str = "") -> dict[str, Any]:
+        return model_config_json(self._dp.model_config(model, version))
+
+    async def model_stats(self, model: str, version: str = "") -> dict[str, Any]:
+        return model_statistics_json(self._dp.model_statistics(model, version))
+
+    async def infer(self, request: Request, model: str, version: str = "") -> Response:
+        body = await read_body(request, self._max_request_bytes)
+        header = request.headers.get(HEADER_LENGTH)
+        if header is not None and not header.isdigit():
+            raise InvalidArgument(f"Inference-Header-Content-Length '{header}' is not a number")
+        infer_request, binary_default = decode_infer_request(
+            body, int(header) if header is not None else None, model, version
+        )
+        task = asyncio.ensure_future(self._dp.infer(infer_request))
+        # A client that disconnects cancels its request: it is dropped if it has not reached a batch yet.
+        watcher = asyncio.ensure_future(request.receive())
+
+        def client_gone(_: asyncio.Future[Any]) -> None:
+            task.cancel()
+
+        watcher.add_done_callback(client_gone)
+        try:
+            response = await task
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                return Response(status_code=499)
+            raise
+        finally:
+            watcher.remove_done_callback(client_gone)
+            watcher.cancel()
+        payload, header_length = encode_infer_response(response, infer_request, binary_default)
+        headers = {}
+        if header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(header_length)
+        payload, encoding = (
+            compress(payload, request.headers.get("accept-encoding", ""))
+            if len(payload) > COMPRESS_OVER_BYTES
+            else (payload, None)
+        )
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        media = "application/octet-stream" if header_length is not None else "application/json"
+        return Response(payload, headers=headers, media_type=media)
+
+    # -- repository ------------------------------------------------------------------------------
+
+    async def _json_body(self, request: Request) -> dict[str, Any]:
+        body = await read_body(request, self._max_request_bytes)
+        if not body.strip():
+            return {}
+        try:
+            doc = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
+        if not isinstance(doc, dict):
+            raise InvalidArgument("request body must be a JSON object")
+        return doc
+
+    async def repository_index(self, request: Request) -> Response:
+        doc = await self._json_body(request)
+        ready = doc.get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidArgument("'ready' must be a boolean")
+        return JSONResponse(repository_index_json(self._dp.repository_index(ready)))
+
+    async def repository_load(self, model: str, request: Request) -> Response:
+        doc = await self._json_body(request)
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise InvalidArgument("'parameters' must be an object")
+        config = params.get("config")
+        if config is not None and not isinstance(config, str):
+            raise InvalidArgument("parameter 'config' must be a JSON string")
+        await self._dp.load_model(model, config)
+        return Response(status_code=200)
+
+    async def repository_unload(self, model: str, request: Request) -> Response:
+        await self._json_body(request)
+        await self._dp.unload_model(model)
+        return Response(status_code=200)
