@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from .. import __version__
-from ..backends import LoadError
 from ..settings import ModelControlMode, Settings
+from .backend import FactoryFor, LoadError
 from .errors import InvalidArgument, NotFound, Unavailable
 from .model_config import ModelConfig, to_json_dict
 from .repository import LoadOptions, ModelRepository
@@ -35,7 +35,8 @@ EXTENSIONS = [
 
 
 class DataPlane:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, factory_for: FactoryFor) -> None:
+        """``factory_for`` chooses the backend of each model (:func:`appliance.backends.factory_for`)."""
         self.settings = settings
         self.metrics = Metrics()
         self.repository = ModelRepository(
@@ -47,6 +48,7 @@ class DataPlane:
                 triton_url=settings.triton_url,
             ),
             self.metrics,
+            factory_for,
         )
         self.build_id = settings.resolved_build_id()
         self._started = False
