@@ -21,6 +21,7 @@ import pytest
 
 from appliance.backends import factory_for
 from appliance.core.backend import LoadError
+from appliance.core.model import BatchedModelVersion
 from appliance.core.model_config import read_config
 from appliance.core.repository import LoadOptions, ModelRepository
 from appliance.core.stats import Metrics
@@ -97,7 +98,7 @@ def _serve_with_onnxruntime(repo: Path, inputs: np.ndarray) -> np.ndarray:
         repository = ModelRepository(repo, LoadOptions(), Metrics(), factory_for)
         await repository.load("mlp")
         served = repository.get("mlp")
-        assert served.platform == "onnxruntime_onnx"
+        assert served.platform == "onnxruntime_onnx" and isinstance(served, BatchedModelVersion)
         result = served.backend.execute(0, {"input": inputs}, ["logits"])["logits"]
         await repository.unload_all()
         return result
