@@ -37,11 +37,12 @@ def request_bytes(model: str, inputs: list[tuple[str, str, list[int]]]) -> bytes
 
 
 async def measure(repo: Path, models: list[str], count: int, profile: bool) -> None:
+    from appliance.backends import factory_for
     from appliance.core.dataplane import DataPlane
     from appliance.grpc.service import handler_table
     from appliance.settings import Settings
 
-    dataplane = DataPlane(Settings(model_repository=repo))
+    dataplane = DataPlane(Settings(model_repository=repo), factory_for)
     await dataplane.start()
     infer = handler_table(dataplane)["ModelInfer"]
     try:

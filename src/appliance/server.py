@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import grpc
 import uvicorn
 
+from .backends import factory_for
 from .core.dataplane import DataPlane
 from .grpc.service import create_server
 from .rest.app import create_app
@@ -51,7 +52,7 @@ class Appliance:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.dataplane = DataPlane(settings)
+        self.dataplane = DataPlane(settings, factory_for)
         self.http_port = 0
         self.grpc_port = 0
         self._stop = asyncio.Event()

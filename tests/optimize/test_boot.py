@@ -19,7 +19,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from appliance.backends import LoadError
+from appliance.backends import factory_for
+from appliance.core.backend import LoadError
+from appliance.core.model import BatchedModelVersion
 from appliance.core.model_config import read_config
 from appliance.core.repository import LoadOptions, ModelRepository
 from appliance.core.stats import Metrics
@@ -93,10 +95,10 @@ def test_mismatched_engine_is_rebuilt_with_its_settings(tmp_path: Path, mlp_onnx
 
 def _serve_with_onnxruntime(repo: Path, inputs: np.ndarray) -> np.ndarray:
     async def go() -> np.ndarray:
-        repository = ModelRepository(repo, LoadOptions(), Metrics())
+        repository = ModelRepository(repo, LoadOptions(), Metrics(), factory_for)
         await repository.load("mlp")
         served = repository.get("mlp")
-        assert served.platform == "onnxruntime_onnx"
+        assert served.platform == "onnxruntime_onnx" and isinstance(served, BatchedModelVersion)
         result = served.backend.execute(0, {"input": inputs}, ["logits"])["logits"]
         await repository.unload_all()
         return result
@@ -108,7 +110,7 @@ def test_failed_build_falls_back_to_onnxruntime_and_the_model_serves(tmp_path: P
     repo = build_repo(tmp_path, mlp_onnx)
 
     async def load_tensorrt() -> str:
-        repository = ModelRepository(repo, LoadOptions(), Metrics())
+        repository = ModelRepository(repo, LoadOptions(), Metrics(), factory_for)
         with pytest.raises(LoadError) as info:
             await repository.load("mlp")
         return str(info.value)

@@ -9,8 +9,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from appliance.backends import LoadError, factory_for
+from appliance.backends import factory_for
 from appliance.backends.tensorrt import TensorRTFactory
+from appliance.core.backend import LoadError
 from appliance.core.repository import LoadOptions
 
 from .test_boot import build_repo  # a repository built through FakeTensorRTBuilderForTests (no real engine)

@@ -1,4 +1,5 @@
-"""Backends run a model version's batches. The core knows them only through :mod:`.base`.
+"""Backends serve model versions. The core knows them only through :mod:`appliance.core.backend`, and gets
+:func:`factory_for` from whoever builds it (:mod:`appliance.server`): the core imports nothing from here.
 
 Which backend serves a model follows its ``config.pbtxt``, as in Triton: ``backend`` first, then ``platform``;
 ``parameters { key: "appliance_backend" ... }`` can send a model to the local Triton server instead.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from .base import Backend, BackendFactory, LoadError
+from ..core.backend import BackendFactory, LoadError
 
 IN_PROCESS = {
     "onnxruntime": "onnxruntime",
@@ -48,4 +49,4 @@ def factory_for(config: mc.ModelConfig, triton_url: str = "") -> BackendFactory:
     )
 
 
-__all__ = ["Backend", "BackendFactory", "LoadError", "factory_for"]
+__all__ = ["factory_for"]

@@ -17,8 +17,8 @@ from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..core import datatypes
+from ..core.backend import BackendOptions, BatchBackend, LoadError
 from ..core.model_config import DEFAULT_MAX_BATCH_SIZE, string_parameter
-from .base import BackendOptions, LoadError
 
 DEFAULT_FILENAME = "model.onnx"
 
@@ -101,7 +101,7 @@ class OnnxRuntimeFactory:
         return OnnxRuntimeBackend(config, model_path(config, model_dir, version), options)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BatchBackend):
     def __init__(self, config: mc.ModelConfig, path: Path, options: BackendOptions) -> None:
         import onnxruntime as ort
 

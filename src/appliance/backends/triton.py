@@ -4,8 +4,8 @@ Triton shares the appliance's model repository. Loading a model here loads it in
 ``config.pbtxt`` (so Triton's dynamic batching and instance groups are the model's own); Triton then does the
 batching, and requests go straight to it through ``tritonclient.grpc.aio`` with their priority and timeout.
 Triton's errors map onto the appliance's error contract. When Triton is down or restarting, the model goes
-UNAVAILABLE; :meth:`TritonBackend.refresh` (called periodically by the repository) loads it again once Triton is
-back.
+UNAVAILABLE; the repository checks it periodically (:meth:`TritonBackend.is_ready`) and loads it again once Triton
+is back (:meth:`TritonBackend.reload`).
 
 A model is served through Triton when its config says ``parameters { key: "appliance_backend" value:
 { string_value: "triton" } }``, or when its backend is not one the appliance runs in process and a Triton URL
@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..core import datatypes
+from ..core.backend import BackendOptions, BackendUnreachable, LoadError, SelfSchedulingBackend
 from ..core.errors import (
     DeadlineExceeded,
     InferenceError,
@@ -33,7 +34,6 @@ from ..core.errors import (
     QueueFull,
     Unavailable,
 )
-from .base import BackendOptions, BackendUnreachable, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,9 @@ class TritonFactory:
         return TritonBackend(self.url, config, version)
 
 
-class TritonBackend:
-    """Requests go to Triton as they come: Triton queues, batches and runs them."""
-
-    schedules_itself = True
+class TritonBackend(SelfSchedulingBackend):
+    """Requests go to Triton as they come: Triton queues, batches and runs them (and runs the model's own
+    ``model_warmup`` when it loads it)."""
 
     def __init__(self, url: str, config: mc.ModelConfig, version: int) -> None:
         self.url = url
@@ -116,10 +115,6 @@ class TritonBackend:
         self.version = str(version)
         self._config_json = triton_config(config)
         self._client: Any = None
-
-    @property
-    def instance_count(self) -> int:
-        return 1
 
     def _aio(self) -> Any:
         if self._client is None:
@@ -168,16 +163,6 @@ class TritonBackend:
             log.warning("model '%s': reloading in Triton failed: %s", self.name, exc)
             return False
         return await self.is_ready()
-
-    def execute(
-        self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
-    ) -> dict[str, NDArray[Any]]:
-        """Blocking execution, used only for warm-up: Triton runs the model's own ``model_warmup``."""
-        return {}
-
-    def close(self) -> None:
-        """Unloading in Triton happens in :meth:`unload`; this only drops the client."""
-        self._client = None
 
     async def unload(self) -> None:
         try:

@@ -11,8 +11,8 @@ import asyncio
 import logging
 
 from .. import __version__
-from ..backends import LoadError
 from ..settings import ModelControlMode, Settings
+from .backend import FactoryFor, LoadError
 from .errors import InvalidArgument, NotFound, Unavailable
 from .metadata import ModelMetadata, ModelStatistics, RepositoryModel, ServerMetadata
 from .model import State
@@ -36,7 +36,8 @@ EXTENSIONS = (
 
 
 class DataPlane:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, factory_for: FactoryFor) -> None:
+        """``factory_for`` chooses the backend of each model (:func:`appliance.backends.factory_for`)."""
         self.settings = settings
         self.metrics = Metrics()
         self.repository = ModelRepository(
@@ -48,6 +49,7 @@ class DataPlane:
                 triton_url=settings.triton_url,
             ),
             self.metrics,
+            factory_for,
         )
         self.build_id = settings.resolved_build_id()
         self._started = False

@@ -1,7 +1,14 @@
-"""One served model version: its config, backend, batcher and statistics, and the request checks."""
+"""One served model version: its config, backend, batcher and statistics, and the request checks.
+
+How requests reach the backend depends on its kind (:mod:`.backend`): a :class:`BatchedModelVersion` forms
+batches in a :class:`~.batching.DynamicBatcher` for a :class:`~.backend.BatchBackend`; a
+:class:`DirectModelVersion` sends each request straight to a :class:`~.backend.SelfSchedulingBackend`.
+:func:`serve` makes the one that fits a freshly loaded backend.
+"""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import time
@@ -13,8 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..backends.base import Backend, LoadError
 from . import datatypes
+from .backend import Backend, BatchBackend, LoadError, SelfSchedulingBackend
 from .batching import DynamicBatcher, Execution
 from .errors import InferenceError, InvalidArgument, Status
 from .metadata import ModelMetadata, TensorMetadata
@@ -47,19 +54,10 @@ class _InputCheck:
     fixed: bool  # no -1 in dims: the shape check is a tuple comparison
 
 
-class ModelVersion:
-    """A loaded model version. Built in a worker thread (``load``), started on the event loop (``start``)."""
+class ModelVersion(abc.ABC):
+    """A loaded model version. Built in a worker thread (:func:`serve`), started on the event loop (``start``)."""
 
-    def __init__(
-        self,
-        name: str,
-        version: int,
-        config: mc.ModelConfig,
-        model_dir: Path,
-        backend: Backend,
-        metrics: Metrics,
-        inline_compute_s: float,
-    ) -> None:
+    def __init__(self, name: str, version: int, config: mc.ModelConfig, model_dir: Path, metrics: Metrics) -> None:
         where = f"{model_dir / 'config.pbtxt'}"
         self.name = name
         self.version = version
@@ -68,7 +66,6 @@ class ModelVersion:
         self.outputs = output_specs(config, where)
         self.policy: BatchingPolicy = batching_policy(config, where)
         self.max_batch_size = config.max_batch_size
-        self.backend = backend
         self.labels: dict[str, list[str]] = {
             o.name: read_labels(model_dir, o.label_filename) for o in self.outputs if o.label_filename
         }
@@ -76,22 +73,6 @@ class ModelVersion:
         self._required = [s.name for s in self.inputs if not s.optional]
         self._outputs_by_name = {o.name: o for o in self.outputs}
         self.stats = VersionStats(metrics, name, str(version))
-        self.batcher = DynamicBatcher(
-            self.policy,
-            backend.execute,
-            backend.instance_count,
-            [s.name for s in self.inputs],
-            [o.name for o in self.outputs],
-            self.stats.batch_executed,
-            inline_compute_s=inline_compute_s,
-            name=f"{name}/{version}",
-        )
-        self.stats.pending = lambda: self.batcher.pending
-        # A backend that schedules by itself (Triton) gets requests directly, not through the batcher.
-        self.schedules_itself = bool(getattr(backend, "schedules_itself", False))
-        self._direct_inflight = 0
-        self._direct_idle = asyncio.Event()
-        self._direct_idle.set()
 
     @property
     def platform(self) -> str:
@@ -100,18 +81,19 @@ class ModelVersion:
         )
         return platform
 
+    @abc.abstractmethod
     def start(self) -> None:
-        self.batcher.start()
-        self.stats.ready = True
+        """Begin serving (on the event loop)."""
 
+    @abc.abstractmethod
     async def stop(self) -> None:
-        self.stats.ready = False
-        await self.batcher.stop()
-        if self.schedules_itself:
-            await self._direct_idle.wait()
-            await self.backend.unload()  # type: ignore[attr-defined]
-        else:
-            await asyncio.to_thread(self.backend.close)
+        """Stop serving: the requests already accepted finish, then the backend lets the version go."""
+
+    @abc.abstractmethod
+    async def _run(
+        self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object, request: InferRequest
+    ) -> tuple[dict[str, NDArray[Any]], float]:
+        """Checked inputs -> the backend's outputs, and the seconds the request waited in a queue of ours."""
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -179,13 +161,7 @@ class ModelVersion:
         start = time.perf_counter()
         try:
             inputs, batch_size, shape_key = self.check(request)
-            if self.schedules_itself:
-                outputs = await self._direct(inputs, batch_size, request)
-                enqueued = dispatched = start
-            else:
-                outputs, enqueued, dispatched = await self.batcher.submit(
-                    inputs, batch_size, shape_key, request.priority, request.timeout_us
-                )
+            outputs, queued_s = await self._run(inputs, batch_size, shape_key, request)
             response = self._response(request, outputs, batch_size)
         except InferenceError as exc:
             self.stats.request_failed(exc.status, time.perf_counter() - start)
@@ -193,25 +169,8 @@ class ModelVersion:
         except asyncio.CancelledError:
             self.stats.request_failed(Status.CANCELLED, time.perf_counter() - start)
             raise
-        self.stats.request_succeeded(time.perf_counter() - start, dispatched - enqueued)
+        self.stats.request_succeeded(time.perf_counter() - start, queued_s)
         return response
-
-    async def _direct(
-        self, inputs: dict[str, NDArray[Any]], batch_size: int, request: InferRequest
-    ) -> dict[str, NDArray[Any]]:
-        self._direct_inflight += 1
-        self._direct_idle.clear()
-        start = time.perf_counter()
-        try:
-            outputs = await self.backend.infer(  # type: ignore[attr-defined]
-                inputs, [o.name for o in self.outputs], request.priority, request.timeout_us
-            )
-        finally:
-            self._direct_inflight -= 1
-            if not self._direct_inflight:
-                self._direct_idle.set()
-        self.stats.batch_executed(Execution(batch_size, 1, 0.0, time.perf_counter() - start, 0.0))
-        return outputs  # type: ignore[no-any-return]
 
     def _response(self, request: InferRequest, outputs: dict[str, NDArray[Any]], batch_size: int) -> InferResponse:
         batched = self.max_batch_size > 0
@@ -258,6 +217,117 @@ class ModelVersion:
             inputs=tuple(tensor(s) for s in self.inputs),
             outputs=tuple(tensor(s) for s in self.outputs),
         )
+
+
+class BatchedModelVersion(ModelVersion):
+    """Served by a backend that executes the batches the core forms: a DynamicBatcher, one thread per instance."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        model_dir: Path,
+        backend: BatchBackend,
+        metrics: Metrics,
+        inline_compute_s: float,
+    ) -> None:
+        super().__init__(name, version, config, model_dir, metrics)
+        self.backend = backend
+        self.batcher = DynamicBatcher(
+            self.policy,
+            backend.execute,
+            backend.instance_count,
+            [s.name for s in self.inputs],
+            [o.name for o in self.outputs],
+            self.stats.batch_executed,
+            inline_compute_s=inline_compute_s,
+            name=f"{name}/{version}",
+        )
+        self.stats.pending = lambda: self.batcher.pending
+
+    def start(self) -> None:
+        self.batcher.start()
+        self.stats.ready = True
+
+    async def stop(self) -> None:
+        self.stats.ready = False
+        await self.batcher.stop()
+        await asyncio.to_thread(self.backend.close)
+
+    async def _run(
+        self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object, request: InferRequest
+    ) -> tuple[dict[str, NDArray[Any]], float]:
+        outputs, enqueued, dispatched = await self.batcher.submit(
+            inputs, batch_size, shape_key, request.priority, request.timeout_us
+        )
+        return outputs, dispatched - enqueued
+
+
+class DirectModelVersion(ModelVersion):
+    """Served by a backend that schedules by itself (Triton): each request goes straight to it, no batcher."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        model_dir: Path,
+        backend: SelfSchedulingBackend,
+        metrics: Metrics,
+    ) -> None:
+        super().__init__(name, version, config, model_dir, metrics)
+        self.backend = backend
+        self._output_names = [o.name for o in self.outputs]
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start(self) -> None:
+        self.stats.ready = True
+
+    async def stop(self) -> None:
+        self.stats.ready = False
+        await self._idle.wait()
+        await self.backend.unload()
+
+    async def _run(
+        self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object, request: InferRequest
+    ) -> tuple[dict[str, NDArray[Any]], float]:
+        self._inflight += 1
+        self._idle.clear()
+        start = time.perf_counter()
+        try:
+            outputs = await self.backend.infer(inputs, self._output_names, request.priority, request.timeout_us)
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+        self.stats.batch_executed(Execution(batch_size, 1, 0.0, time.perf_counter() - start, 0.0))
+        return outputs, 0.0
+
+
+def serve(
+    name: str,
+    version: int,
+    config: mc.ModelConfig,
+    model_dir: Path,
+    backend: Backend,
+    metrics: Metrics,
+    inline_compute_s: float,
+) -> ModelVersion:
+    """The model version that serves a freshly loaded backend, as its kind asks. A batch backend is warmed up
+    first (a self-scheduling one warms up by itself), and closed when that or the config checks fail."""
+    match backend:
+        case BatchBackend():
+            try:
+                warm_up(backend, config, model_dir)
+                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_s)
+            except Exception:
+                backend.close()
+                raise
+        case SelfSchedulingBackend():
+            return DirectModelVersion(name, version, config, model_dir, backend, metrics)
 
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
@@ -323,7 +393,7 @@ def _zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
     return np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
 
 
-def warm_up(backend: Backend, config: mc.ModelConfig, model_dir: Path) -> None:
+def warm_up(backend: BatchBackend, config: mc.ModelConfig, model_dir: Path) -> None:
     """Run the warm-up samples on every instance; a failure is a load error."""
     outputs = [o.name for o in config.output]
     for name, count, inputs in warmup_samples(config, model_dir):

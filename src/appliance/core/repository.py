@@ -16,11 +16,10 @@ from pathlib import Path
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..backends import LoadError, factory_for
-from ..backends.base import BackendUnreachable
+from .backend import BackendUnreachable, FactoryFor, LoadError
 from .errors import InvalidArgument, NotFound, Unavailable
 from .metadata import RepositoryModel
-from .model import ModelVersion, State, warm_up
+from .model import DirectModelVersion, ModelVersion, State, serve
 from .model_config import ConfigError, available_versions, read_config, select_versions
 from .stats import Metrics
 
@@ -58,10 +57,11 @@ class LoadOptions:
 
 
 class ModelRepository:
-    def __init__(self, root: Path, options: LoadOptions, metrics: Metrics) -> None:
+    def __init__(self, root: Path, options: LoadOptions, metrics: Metrics, factory_for: FactoryFor) -> None:
         self.root = root
         self.options = options
         self.metrics = metrics
+        self.factory_for = factory_for  # which backend serves a config (appliance.backends.factory_for)
         self.models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -173,7 +173,7 @@ class ModelRepository:
         for unsupported in ("sequence_batching", "ensemble_scheduling"):
             if config.HasField(unsupported):
                 raise ConfigError(f"{where}: {unsupported} is not supported on this appliance")
-        factory = factory_for(config, self.options.triton_url)
+        factory = self.factory_for(config, self.options.triton_url)
         versions = available_versions(model_dir)
         if not versions:
             raise ConfigError(f"{model_dir}: no version folders (expected e.g. {model_dir / '1'})")
@@ -184,16 +184,9 @@ class ModelRepository:
         for version in selected:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
-                try:
-                    if not getattr(backend, "schedules_itself", False):
-                        warm_up(backend, config, model_dir)
-                    served = ModelVersion(
-                        name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_s
-                    )
-                except Exception:
-                    backend.close()
-                    raise
-                loaded[version] = served
+                loaded[version] = serve(
+                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_s
+                )
             except (LoadError, ConfigError) as exc:
                 failed[version] = exc
         return config, loaded, failed
@@ -233,13 +226,13 @@ class ModelRepository:
                 continue
             for version, status in entry.versions.items():
                 served = status.served
-                if served is None or not served.schedules_itself or status.state is State.UNLOADING:
-                    continue
-                if status.state is State.READY and not await served.backend.is_ready():  # type: ignore[attr-defined]
+                if not isinstance(served, DirectModelVersion) or status.state is State.UNLOADING:
+                    continue  # only a self-scheduling backend (Triton) can lose a version behind our back
+                if status.state is State.READY and not await served.backend.is_ready():
                     status.state, status.reason = State.UNAVAILABLE, "not ready in Triton (down or restarting)"
                     served.stats.ready = False
                     log.warning("model '%s' version %d: %s", entry.name, version, status.reason)
-                elif status.state is State.UNAVAILABLE and await served.backend.reload():  # type: ignore[attr-defined]
+                elif status.state is State.UNAVAILABLE and await served.backend.reload():
                     status.state, status.reason = State.READY, ""
                     served.stats.ready = True
                     log.info("model '%s' version %d: ready again in Triton", entry.name, version)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .buildspec import BuildResult, BuildSpec, builder_flags, parser_error_message
+from .engine import Engine
 from .errors import OptimizeError, TensorRTMissing
 from .manifest import write_atomic
 from .progress import Progress
@@ -138,13 +139,11 @@ def build_engine(spec: BuildSpec, progress: Progress) -> BuildResult:
 
 
 def engine_runner(plan: Path, outputs: list[str]) -> Any:
-    """A callable running a plan on instance 0 of the in-process TensorRT backend (for --validate/--profile)."""
+    """A callable running a plan on one instance, as the TensorRT backend runs it (for --validate/--profile)."""
     trt = import_tensorrt()
     try:
         import pycuda.driver as cuda
     except ImportError:
         raise TensorRTMissing("pycuda is not installed here: running engines needs it") from None
-    from ..backends.tensorrt import TensorRTBackend
-
-    backend = TensorRTBackend(trt, cuda, plan, 1)
-    return lambda inputs: backend.execute(0, inputs, outputs)
+    engine = Engine(trt, cuda, plan, 1)
+    return lambda inputs: engine.execute(0, inputs, outputs)
