@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.tritonserver import (
+from appliance.reference_triton import (
     free_ports,
     log_tail,
     popen_kwargs,

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, _live_servers, wait_ready
+
+from tests.support.appliance import ServerProcess, live_servers, wait_ready
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
@@ -119,7 +120,7 @@ def _start_raw(args: list[str], log: Path, env: dict[str, str]) -> ServerProcess
     process = subprocess.Popen([*APPLIANCE, *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     out.close()
     server = ServerProcess(process, log)
-    _live_servers.append(server)
+    live_servers.append(server)
     return wait_ready(server)
 
 
@@ -173,7 +174,7 @@ def test_settings_from_config_file_env_and_flags(tmp_path: Path, demo_repo: Path
     finally:
         for s in servers:
             s.stop()
-            _live_servers.remove(s)
+            live_servers.remove(s)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path, demo_repo: Path):
