@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,16 @@ from tests.support.appliance import ServerProcess, live_servers, running_server
 from tests.support.models import ModelsRepo
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     if report.failed:
         for server in live_servers:
             tail = server.log()[-4000:]
             report.sections.append((f"appliance log ({server.log_path.name})", tail))
+    return report
 
 
 # -- repositories --------------------------------------------------------------------------------

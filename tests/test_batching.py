@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ def slow_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slow_server(slow_repo: Path, tmp_path_factory) -> ServerProcess:
+def slow_server(slow_repo: Path, tmp_path_factory) -> Iterator[ServerProcess]:
     with running_server(slow_repo, tmp_path_factory.mktemp("logs") / "slow-server.log") as server:
         yield server
 
@@ -211,7 +212,7 @@ def test_batches_form_up_to_max_batch_size(slow_server: ServerProcess):
     start_blocker(calls, slow_server, "slow_batch")
     n = step()
     for i in range(10):
-        calls.submit(f"r{i}", lambda i=i: infer(slow_server, "slow_batch", "grpc", n, value=float(i)))
+        calls.submit(f"r{i}", partial(infer, slow_server, "slow_batch", "grpc", n, value=float(i)))
     calls.wait()
     for i in range(10):
         assert_same(calls.outcomes[f"r{i}"], np.full((1, 4), float(i), np.float32))
@@ -233,7 +234,7 @@ def test_batched_outputs_equal_onnxruntime(slow_server: ServerProcess):
     start_blocker(calls, slow_server, "slow_batch", transport="http")
     values = [0.5, -2.0, 7.25]
     for i, v in enumerate(values):
-        calls.submit(f"r{i}", lambda v=v: infer(slow_server, "slow_batch", "http", 2, value=v))
+        calls.submit(f"r{i}", partial(infer, slow_server, "slow_batch", "http", 2, value=v))
     calls.wait()
     x = np.array([[v] * 4 for v in values], np.float32)
     expected = ort_run(models.slow_model(), {"x": x, "n": np.full((3, 1), 2, np.int64)})["y"]
@@ -289,7 +290,7 @@ def test_priorities_are_served_in_order(server_factory, slow_repo: Path, transpo
     n = step()
     plan = [("low0", 3), ("low1", 0), ("mid0", 2), ("high0", 1), ("low2", 3), ("mid1", 2), ("high1", 1)]
     for label, priority in plan:  # priority 0 takes default_priority_level 3
-        calls.submit(label, lambda p=priority: infer(server, "slow_prio", transport, n, priority=p))
+        calls.submit(label, partial(infer, server, "slow_prio", transport, n, priority=priority))
         time.sleep(0.06)
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes

@@ -3,6 +3,7 @@ config errors that name the file and line, and ``demo-repository``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -51,7 +52,8 @@ def test_serve_help_documents_every_option():
     assert "APPLIANCE_MODEL_REPOSITORY" in text and "APPLIANCE_EXIT_TIMEOUT_SECS" in text
     from appliance.cli import build_parser
 
-    serve = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
+    (subcommands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = subcommands.choices["serve"]
     for action in serve._actions:
         if action.option_strings and action.dest != "help":
             assert action.help and len(action.help) > 20, f"{action.option_strings} has no real help text"
