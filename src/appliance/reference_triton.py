@@ -35,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "MODEL_PY",
+    "ServerAddress",
     "TritonInstall",
     "TritonServer",
     "TritonStartError",
@@ -121,16 +122,13 @@ class TritonInstall:
         return self.root / "python_backend_stubs" / version / "triton_python_backend_stub"
 
 
-@dataclass
-class TritonServer:
-    """A running tritonserver; ``process`` is the server (its stubs are in its process group)."""
+@dataclass(kw_only=True)
+class ServerAddress:
+    """Where a started server (Triton, or the appliance next to it) listens: ``host`` and its two ports."""
 
-    process: subprocess.Popen[bytes]
     host: str
     http_port: int
     grpc_port: int
-    metrics_port: int
-    log_path: Path
 
     @property
     def http_url(self) -> str:
@@ -139,6 +137,15 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+
+@dataclass(kw_only=True)
+class TritonServer(ServerAddress):
+    """A running tritonserver; ``process`` is the server (its stubs are in its process group)."""
+
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log_path: Path
 
     @property
     def metrics_url(self) -> str:
@@ -368,7 +375,14 @@ def running_tritonserver(
                 cwd=workdir,
                 **popen_kwargs(die_with_parent),
             )
-        server = TritonServer(process, host, http_port, grpc_port, metrics_port, log_path)
+        server = TritonServer(
+            process=process,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            log_path=log_path,
+        )
         try:
             ready = wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process)
             if ready:

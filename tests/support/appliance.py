@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.reference_triton import ServerAddress
+
 READY_LINE = re.compile(r"appliance ready: REST on ([\d.]+):(\d+), gRPC on ([\d.]+):(\d+)")
 START_TIMEOUT_S = 60
 
@@ -25,24 +27,19 @@ live_servers: list[ServerProcess] = []
 
 
 @dataclass
-class ServerProcess:
+class ServerProcess(ServerAddress):
+    """``appliance serve`` started by a test; its ports are 0 until its ready line has been read."""
+
     process: subprocess.Popen[bytes]
     log_path: Path
-    http_port: int = 0
-    grpc_port: int = 0
+    host: str = field(default="127.0.0.1", kw_only=True)
+    http_port: int = field(default=0, kw_only=True)
+    grpc_port: int = field(default=0, kw_only=True)
     args: list[str] = field(default_factory=list)
 
     @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"http://{self.http_url}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
