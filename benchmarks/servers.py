@@ -17,7 +17,8 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.tritonserver import (
+from appliance.reference_triton import (
+    ServerAddress,
     free_ports,
     log_tail,
     popen_kwargs,
@@ -45,24 +46,13 @@ class ServerStartError(RuntimeError):
     """A server exited or was not ready in time; the message ends with the tail of its log."""
 
 
-@dataclass
-class RunningServer:
+@dataclass(kw_only=True)
+class RunningServer(ServerAddress):
     """What the benchmark needs of a started server."""
 
     target: str  # "appliance", "triton", "grpc-floor" or "remote"
     process: subprocess.Popen[bytes] | None  # None: a server already running elsewhere (no CPU or RSS read)
-    host: str
-    http_port: int
-    grpc_port: int
     log_path: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"{self.host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
 
     def url(self, transport: str) -> str:
         return self.grpc_url if transport == "grpc" else self.http_url
@@ -80,7 +70,9 @@ def remote_server(address: str) -> RunningServer:
         raise ValueError(f"--url {address!r}: expected HOST[:HTTP_PORT[:GRPC_PORT]]")
     if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", 10.0):
         raise ServerStartError(f"{address}: GET /v2/health/ready on port {http_port} is not 200")
-    return RunningServer("remote", None, host, http_port, grpc_port, Path("(remote)"))
+    return RunningServer(
+        target="remote", process=None, host=host, http_port=http_port, grpc_port=grpc_port, log_path=Path("(remote)")
+    )
 
 
 def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0) -> Path:
@@ -155,7 +147,14 @@ def running_appliance(
         if not wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process):
             state = "exited" if process.poll() is not None else "was not ready in time"
             raise ServerStartError(f"appliance {state} (log {log_path}):\n{log_tail(log_path)}")
-        yield RunningServer("appliance", process, host, http_port, grpc_port, log_path)
+        yield RunningServer(
+            target="appliance",
+            process=process,
+            host=host,
+            http_port=http_port,
+            grpc_port=grpc_port,
+            log_path=log_path,
+        )
     finally:
         stop_process_group(process)
 
@@ -175,7 +174,12 @@ def running_server(
         repo = write_python_backend_repository(onnx_repo, workdir / "triton-repo", max_queue_delay_us=None)
         with running_tritonserver(repo, workdir / "triton") as triton:
             yield RunningServer(
-                "triton", triton.process, triton.host, triton.http_port, triton.grpc_port, triton.log_path
+                target="triton",
+                process=triton.process,
+                host=triton.host,
+                http_port=triton.http_port,
+                grpc_port=triton.grpc_port,
+                log_path=triton.log_path,
             )
     elif target == "grpc-floor":
         with running_grpc_floor(onnx_repo, workdir / "grpc-floor") as server:
@@ -219,7 +223,9 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> It
             if process.poll() is not None or time.monotonic() > deadline:
                 raise ServerStartError(f"grpc-floor did not start (log {log_path}):\n{log_tail(log_path)}")
             time.sleep(0.1)
-        yield RunningServer("grpc-floor", process, host, 0, grpc_port, log_path)
+        yield RunningServer(
+            target="grpc-floor", process=process, host=host, http_port=0, grpc_port=grpc_port, log_path=log_path
+        )
     finally:
         stop_process_group(process)
 

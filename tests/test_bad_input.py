@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ServerProcess
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
+
+from tests.support.appliance import ServerProcess
 
 LIMIT = 4 * 1024 * 1024  # --max-request-bytes of demo_server
 

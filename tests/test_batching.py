@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
-import models
 import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ServerProcess, assert_same, iterations_for, ort_run, running_server
 from tritonclient.utils import InferenceServerException
+
+from tests.support import models
+from tests.support.appliance import ServerProcess, running_server
+from tests.support.onnx_reference import assert_same, iterations_for, ort_run
 
 SLOW_MODELS = {
     # name: (max_batch_size, dynamic_batching body)
@@ -72,7 +75,7 @@ def slow_repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def slow_server(slow_repo: Path, tmp_path_factory) -> ServerProcess:
+def slow_server(slow_repo: Path, tmp_path_factory) -> Iterator[ServerProcess]:
     with running_server(slow_repo, tmp_path_factory.mktemp("logs") / "slow-server.log") as server:
         yield server
 
@@ -133,12 +136,55 @@ def batch_sizes(server: ServerProcess, model: str) -> dict[int, int]:
     return {b["batch_size"]: b["compute_infer"]["count"] for b in stats(server, model)["batch_stats"]}
 
 
-def metric(server: ServerProcess, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.base}/metrics").text
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} {labels} in /metrics")
+@dataclass
+class Counts:
+    """What the server has counted for one model so far: its statistics and its /metrics series.
+
+    The module's server is shared, so tests assert on the change they made (``after - before``), which holds
+    whatever ran before them."""
+
+    inference_count: int
+    execution_count: int
+    queue_ns: int
+    batch_sizes: dict[int, int]
+    series: dict[str, float]  # a /metrics sample line without its value -> the value
+
+    @classmethod
+    def of(cls, server: ServerProcess, model: str) -> Counts:
+        s = stats(server, model)
+        label = f'model="{model}"'
+        series = {}
+        for line in httpx.get(f"{server.base}/metrics").text.splitlines():
+            if not line.startswith("#") and label in line:
+                key, value = line.rsplit(" ", 1)
+                series[key] = float(value)
+        return cls(
+            s["inference_count"],
+            s["execution_count"],
+            s["inference_stats"]["queue"]["ns"],
+            batch_sizes(server, model),
+            series,
+        )
+
+    def __sub__(self, before: Counts) -> Counts:
+        sizes = {b: n - before.batch_sizes.get(b, 0) for b, n in self.batch_sizes.items()}
+        return Counts(
+            self.inference_count - before.inference_count,
+            self.execution_count - before.execution_count,
+            self.queue_ns - before.queue_ns,
+            {b: n for b, n in sizes.items() if n},
+            {k: v - before.series.get(k, 0.0) for k, v in self.series.items()},
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The one series of ``name`` with these labels (besides the model's); 0 when there is none yet."""
+        found = [
+            v
+            for k, v in self.series.items()
+            if k.startswith(name + "{") and all(f'{a}="{b}"' in k for a, b in labels.items())
+        ]
+        assert len(found) <= 1, (name, labels, self.series)
+        return found[0] if found else 0.0
 
 
 def start_blocker(calls: Calls, server: ServerProcess, model: str, transport: str = "grpc", **kwargs: Any) -> None:
@@ -161,24 +207,25 @@ def start_blocker(calls: Calls, server: ServerProcess, model: str, transport: st
 
 
 def test_batches_form_up_to_max_batch_size(slow_server: ServerProcess):
+    before = Counts.of(slow_server, "slow_batch")
     calls = Calls()
     start_blocker(calls, slow_server, "slow_batch")
     n = step()
     for i in range(10):
-        calls.submit(f"r{i}", lambda i=i: infer(slow_server, "slow_batch", "grpc", n, value=float(i)))
+        calls.submit(f"r{i}", partial(infer, slow_server, "slow_batch", "grpc", n, value=float(i)))
     calls.wait()
     for i in range(10):
         assert_same(calls.outcomes[f"r{i}"], np.full((1, 4), float(i), np.float32))
     assert calls.order[0] == "blocker", calls.order
     # Ten requests queued behind the blocker: 4 + 4 + 2, never more than max_batch_size 4.
-    assert batch_sizes(slow_server, "slow_batch") == {1: 1, 4: 2, 2: 1}
-    s = stats(slow_server, "slow_batch")
-    assert s["inference_count"] == 11 and s["execution_count"] == 4
-    assert metric(slow_server, "appliance_inference_count_total", model="slow_batch", version="1") == 11
-    assert metric(slow_server, "appliance_execution_count_total", model="slow_batch", version="1") == 4
-    assert metric(slow_server, "appliance_batch_size_count", model="slow_batch", version="1") == 4
-    assert metric(slow_server, "appliance_batch_size_bucket", model="slow_batch", version="1", le="2.0") == 2
-    assert metric(slow_server, "appliance_request_success_total", model="slow_batch", version="1") == 11
+    change = Counts.of(slow_server, "slow_batch") - before
+    assert change.batch_sizes == {1: 1, 4: 2, 2: 1}
+    assert change.inference_count == 11 and change.execution_count == 4
+    assert change.metric("appliance_inference_count_total", version="1") == 11
+    assert change.metric("appliance_execution_count_total", version="1") == 4
+    assert change.metric("appliance_batch_size_count", version="1") == 4
+    assert change.metric("appliance_batch_size_bucket", version="1", le="2.0") == 2
+    assert change.metric("appliance_request_success_total", version="1") == 11
 
 
 def test_batched_outputs_equal_onnxruntime(slow_server: ServerProcess):
@@ -187,7 +234,7 @@ def test_batched_outputs_equal_onnxruntime(slow_server: ServerProcess):
     start_blocker(calls, slow_server, "slow_batch", transport="http")
     values = [0.5, -2.0, 7.25]
     for i, v in enumerate(values):
-        calls.submit(f"r{i}", lambda v=v: infer(slow_server, "slow_batch", "http", 2, value=v))
+        calls.submit(f"r{i}", partial(infer, slow_server, "slow_batch", "http", 2, value=v))
     calls.wait()
     x = np.array([[v] * 4 for v in values], np.float32)
     expected = ort_run(models.slow_model(), {"x": x, "n": np.full((3, 1), 2, np.int64)})["y"]
@@ -196,13 +243,14 @@ def test_batched_outputs_equal_onnxruntime(slow_server: ServerProcess):
 
 
 def test_preferred_batch_size(slow_server: ServerProcess):
+    before = Counts.of(slow_server, "slow_preferred")
     calls = Calls()
     start_blocker(calls, slow_server, "slow_preferred")
     for i in range(5):
         calls.submit(f"r{i}", lambda: infer(slow_server, "slow_preferred", "grpc", 1))
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values())
-    sizes = batch_sizes(slow_server, "slow_preferred")
+    sizes = (Counts.of(slow_server, "slow_preferred") - before).batch_sizes
     assert sizes == {1: 2, 2: 2}, sizes  # the blocker, then 2 + 2 + 1 of the five queued
 
 
@@ -210,23 +258,25 @@ def test_preferred_batch_size(slow_server: ServerProcess):
 
 
 def test_lone_request_waits_about_the_queue_delay(slow_server: ServerProcess):
+    before = Counts.of(slow_server, "slow_delay_lone")
     start = time.monotonic()
     infer(slow_server, "slow_delay_lone", "grpc", 1)
     elapsed = time.monotonic() - start
     assert elapsed >= 0.39, elapsed  # max_queue_delay_microseconds 400000: it waited for company
     assert elapsed < 0.4 + 3.0, elapsed  # ... and then ran alone instead of waiting forever
-    s = stats(slow_server, "slow_delay_lone")
-    assert s["execution_count"] == 1 and s["inference_stats"]["queue"]["ns"] >= 390_000_000
+    change = Counts.of(slow_server, "slow_delay_lone") - before
+    assert change.execution_count == 1 and change.queue_ns >= 390_000_000
 
 
 def test_requests_within_the_delay_are_batched_together(slow_server: ServerProcess):
+    before = Counts.of(slow_server, "slow_delay_group")
     calls = Calls()
     for i in range(3):
         calls.submit(f"r{i}", lambda: infer(slow_server, "slow_delay_group", "http", 1))
         time.sleep(0.05)  # well within the 400 ms delay
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
-    assert batch_sizes(slow_server, "slow_delay_group") == {3: 1}
+    assert (Counts.of(slow_server, "slow_delay_group") - before).batch_sizes == {3: 1}
 
 
 # -- priorities ----------------------------------------------------------------------------------
@@ -240,7 +290,7 @@ def test_priorities_are_served_in_order(server_factory, slow_repo: Path, transpo
     n = step()
     plan = [("low0", 3), ("low1", 0), ("mid0", 2), ("high0", 1), ("low2", 3), ("mid1", 2), ("high1", 1)]
     for label, priority in plan:  # priority 0 takes default_priority_level 3
-        calls.submit(label, lambda p=priority: infer(server, "slow_prio", transport, n, priority=p))
+        calls.submit(label, partial(infer, server, "slow_prio", transport, n, priority=priority))
         time.sleep(0.06)
     calls.wait()
     assert all(status_of(o) == "ok" for o in calls.outcomes.values()), calls.outcomes
@@ -310,16 +360,22 @@ def test_delay_timeout_is_served_after_the_others(slow_server: ServerProcess):
 
 
 def test_timeouts_and_rejections_are_counted(slow_server: ServerProcess):
-    """Failures of the tests above show in /metrics by reason (run after them in this module)."""
-    assert (
-        metric(slow_server, "appliance_request_failure_total", model="slow_reject", version="1", reason="timeout") >= 2
-    )
+    """A request that timed out in the queue shows in /metrics as a failure with reason "timeout"."""
+    before = Counts.of(slow_server, "slow_reject")
+    calls = Calls()
+    start_blocker(calls, slow_server, "slow_reject")
+    calls.submit("late", lambda: infer(slow_server, "slow_reject", "grpc", 1))
+    calls.wait()
+    assert status_of(calls.outcomes["late"]) == "StatusCode.DEADLINE_EXCEEDED", calls.outcomes
+    change = Counts.of(slow_server, "slow_reject") - before
+    assert change.metric("appliance_request_failure_total", version="1", reason="timeout") == 1
 
 
 # -- queue size ----------------------------------------------------------------------------------
 
 
 def test_max_queue_size_rejects(slow_server: ServerProcess):
+    before = Counts.of(slow_server, "slow_qsize")
     calls = Calls()
     start_blocker(calls, slow_server, "slow_qsize")
     calls.submit("q0", lambda: infer(slow_server, "slow_qsize", "grpc", 1))
@@ -334,9 +390,8 @@ def test_max_queue_size_rejects(slow_server: ServerProcess):
     assert calls.order.index("over_grpc") < calls.order.index("blocker")
     assert calls.order.index("over_http") < calls.order.index("blocker")
     assert [status_of(calls.outcomes[k]) for k in ("blocker", "q0", "q1")] == ["ok"] * 3
-    assert (
-        metric(slow_server, "appliance_request_failure_total", model="slow_qsize", version="1", reason="rejected") == 2
-    )
+    change = Counts.of(slow_server, "slow_qsize") - before
+    assert change.metric("appliance_request_failure_total", version="1", reason="rejected") == 2
 
 
 # -- clients that go away ------------------------------------------------------------------------
@@ -345,6 +400,7 @@ def test_max_queue_size_rejects(slow_server: ServerProcess):
 def test_cancelled_clients_requests_never_run(slow_server: ServerProcess):
     """A gRPC client whose deadline passes and an HTTP client that hangs up, both while queued: their
     requests are dropped before reaching a batch (inference_count shows they never ran)."""
+    before = Counts.of(slow_server, "slow_cancel")
     calls = Calls()
     start_blocker(calls, slow_server, "slow_cancel")
     calls.submit("grpc_gone", lambda: infer(slow_server, "slow_cancel", "grpc", 1, client_timeout=0.2))
@@ -366,9 +422,6 @@ def test_cancelled_clients_requests_never_run(slow_server: ServerProcess):
     assert calls.outcomes["http_gone"] == "hung up"
     assert status_of(calls.outcomes["blocker"]) == "ok"
     infer(slow_server, "slow_cancel", "http", 1)  # the queue is free, and a new request runs
-    s = stats(slow_server, "slow_cancel")
-    assert s["inference_count"] == 2 and s["execution_count"] == 2, s
-    assert (
-        metric(slow_server, "appliance_request_failure_total", model="slow_cancel", version="1", reason="cancelled")
-        == 2
-    )
+    change = Counts.of(slow_server, "slow_cancel") - before
+    assert change.inference_count == 2 and change.execution_count == 2, change
+    assert change.metric("appliance_request_failure_total", version="1", reason="cancelled") == 2

@@ -3,6 +3,7 @@ config errors that name the file and line, and ``demo-repository``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, _live_servers, wait_ready
+
+from tests.support.appliance import ServerProcess, live_servers, wait_ready
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
@@ -50,7 +52,8 @@ def test_serve_help_documents_every_option():
     assert "APPLIANCE_MODEL_REPOSITORY" in text and "APPLIANCE_EXIT_TIMEOUT_SECS" in text
     from appliance.cli import build_parser
 
-    serve = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
+    (subcommands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    serve = subcommands.choices["serve"]
     for action in serve._actions:
         if action.option_strings and action.dest != "help":
             assert action.help and len(action.help) > 20, f"{action.option_strings} has no real help text"
@@ -119,7 +122,7 @@ def _start_raw(args: list[str], log: Path, env: dict[str, str]) -> ServerProcess
     process = subprocess.Popen([*APPLIANCE, *args], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     out.close()
     server = ServerProcess(process, log)
-    _live_servers.append(server)
+    live_servers.append(server)
     return wait_ready(server)
 
 
@@ -173,7 +176,7 @@ def test_settings_from_config_file_env_and_flags(tmp_path: Path, demo_repo: Path
     finally:
         for s in servers:
             s.stop()
-            _live_servers.remove(s)
+            live_servers.remove(s)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path, demo_repo: Path):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ServerProcess
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
+
+from tests.support.appliance import ServerProcess
 
 
 def samples(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

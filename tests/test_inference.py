@@ -9,14 +9,17 @@ import struct
 
 import grpc
 import httpx
-import models
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ModelsRepo, ServerProcess, assert_same, ort_run
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
+
+from tests.support import models
+from tests.support.appliance import ServerProcess
+from tests.support.models import ModelsRepo
+from tests.support.onnx_reference import assert_same, ort_run
 
 DATATYPES = list(models.DATATYPES)
 

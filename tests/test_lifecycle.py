@@ -13,15 +13,16 @@ from typing import Any
 
 import grpc
 import httpx
-import models
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ServerProcess, iterations_for
 from tritonclient.utils import InferenceServerException
 
 from appliance.demo import write_demo_repository
+from tests.support import models
+from tests.support.appliance import ServerProcess
+from tests.support.onnx_reference import iterations_for
 
 
 @pytest.fixture(scope="module")

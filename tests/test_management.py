@@ -8,15 +8,18 @@ import json
 import shutil
 
 import httpx
-import models
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from conftest import ModelsRepo, ServerProcess, assert_same, ort_run
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from tritonclient.utils import InferenceServerException
+
+from tests.support import models
+from tests.support.appliance import ServerProcess
+from tests.support.models import ModelsRepo
+from tests.support.onnx_reference import assert_same, ort_run
 
 
 def infer_add(server: ServerProcess, model: str, version: str = "", transport: str = "http") -> np.ndarray:

@@ -17,15 +17,13 @@ import onnxruntime as ort
 import pytest
 
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
-tritonserver = pytest.importorskip("benchmarks.tritonserver")
-
-from conftest import ServerProcess, running_server  # noqa: E402
-
+from appliance import reference_triton  # noqa: E402
 from appliance.demo import write_demo_repository  # noqa: E402
+from tests.support.appliance import ServerProcess, running_server  # noqa: E402
 
 try:
-    tritonserver.find_triton_install()
-except tritonserver.TritonStartError as exc:  # pragma: no cover - the test extras install it
+    reference_triton.find_triton_install()
+except reference_triton.TritonStartError as exc:  # pragma: no cover - the test extras install it
     pytest.skip(f"real tritonserver unavailable: {exc}", allow_module_level=True)
 
 
@@ -40,7 +38,7 @@ def appliance(repo: Path, triton_url: str, log: Path, *extra: str) -> contextlib
 @pytest.fixture(scope="module")
 def triton_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     onnx_repo = write_demo_repository(tmp_path_factory.mktemp("onnx"))[0].parent
-    return tritonserver.write_python_backend_repository(
+    return reference_triton.write_python_backend_repository(
         onnx_repo, tmp_path_factory.mktemp("triton") / "repo", models=["mlp"]
     )
 
@@ -67,7 +65,7 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
     x = np.random.default_rng(0).random((3, 64), dtype=np.float32)
     expected = expected_session.run(["logits"], {"input": x})[0]
 
-    with tritonserver.running_tritonserver(triton_repo, tmp_path / "t1", model_control_mode="explicit") as triton:
+    with reference_triton.running_tritonserver(triton_repo, tmp_path / "t1", model_control_mode="explicit") as triton:
         triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
         assert not triton_client.is_model_ready("mlp")  # explicit mode: nothing loaded until the appliance asks
         with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log") as server:
@@ -98,7 +96,7 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
             assert index["mlp"].state == "UNAVAILABLE" and "Triton" in index["mlp"].reason
 
             # Triton comes back (empty, explicit mode): the appliance loads the model again by itself.
-            with tritonserver.running_tritonserver(
+            with reference_triton.running_tritonserver(
                 triton_repo, tmp_path / "t2", model_control_mode="explicit", ports=ports
             ):
                 _wait_for(lambda: client.is_model_ready("mlp"))
@@ -106,7 +104,7 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
 
 
 def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) -> None:
-    with tritonserver.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as triton:
+    with reference_triton.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as triton:
         triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
         explicit = ("--model-control-mode", "explicit", "--load-model", "mlp")
         with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log", *explicit) as server:
@@ -123,14 +121,14 @@ def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) 
 
 
 def test_model_loads_once_triton_comes_up_after_the_appliance(triton_repo: Path, tmp_path: Path) -> None:
-    ports = tuple(tritonserver.free_ports(3))
+    ports = tuple(reference_triton.free_ports(3))
     triton_url = f"127.0.0.1:{ports[1]}"
     with appliance(triton_repo, triton_url, tmp_path / "appliance.log") as server:
         client = server.grpc()
         assert not client.is_model_ready("mlp")
         index = {m.name: m for m in client.get_model_repository_index().models}
         assert index["mlp"].state == "UNAVAILABLE" and "not reachable" in index["mlp"].reason
-        with tritonserver.running_tritonserver(
+        with reference_triton.running_tritonserver(
             triton_repo,
             tmp_path / "t",
             model_control_mode="explicit",

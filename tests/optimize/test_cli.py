@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 SHAPES = ["--min", "input:1x16", "--opt", "input:4x16", "--max", "input:8x16"]
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str, **kw: object) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path, **kw: object) -> tuple[int, str, str]:
     code = main([str(a) for a in argv], **kw)  # type: ignore[arg-type]
     out, err = capsys.readouterr()
     return code, out, err

@@ -8,6 +8,7 @@ Runtime and compare.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -318,3 +319,11 @@ def write_slow(
         {1: data},
     )
     return data
+
+
+@dataclass
+class ModelsRepo:
+    """A repository written by the tests, with the ONNX bytes of each model (``name`` or ``name/version``)."""
+
+    root: Path
+    files: dict[str, bytes]
