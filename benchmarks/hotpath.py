@@ -48,7 +48,7 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool) -> N
     try:
         for model in models:
             meta = dataplane.model_metadata(model)
-            shapes = [(i["name"], i["datatype"], [1, *i["shape"][1:]]) for i in meta["inputs"]]
+            shapes = [(i.name, i.datatype, [1, *i.shape[1:]]) for i in meta.inputs]
             data = request_bytes(model, shapes)
 
             async def one(data: bytes = data) -> bytes:

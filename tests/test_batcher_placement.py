@@ -34,7 +34,7 @@ class Recorder:
         return {"y": inputs["x"] * 2}
 
 
-async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_s: float = 100e-6) -> list[Execution]:
+async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_us: int = 100) -> list[Execution]:
     executions: list[Execution] = []
     batcher = DynamicBatcher(
         BatchingPolicy(max_batch_size=8, combine=True),
@@ -43,7 +43,7 @@ async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_s: fl
         ["x"],
         ["y"],
         executions.append,
-        inline_compute_s=inline_compute_s,
+        inline_compute_us=inline_compute_us,
         name="m/1",
     )
     batcher.start()
@@ -56,13 +56,13 @@ async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_s: fl
     return executions
 
 
-def expected_inline(executions: Sequence[Execution], inline_compute_s: float) -> list[bool]:
+def expected_inline(executions: Sequence[Execution], inline_compute_us: int) -> list[bool]:
     """Which of these batches (all of one size) the batcher should have run inline, by its rule: inline once
     the compute floor it measured (each measured time, the floor growing 5% a batch) is under the threshold."""
     floor = float("inf")
     inline = []
     for execution in executions:
-        inline.append(floor < inline_compute_s)
+        inline.append(floor < inline_compute_us / 1e6)
         floor = min(execution.input_s + execution.infer_s + execution.output_s, floor * 1.05)
     return inline
 
@@ -70,11 +70,11 @@ def expected_inline(executions: Sequence[Execution], inline_compute_s: float) ->
 def test_tiny_batches_run_inline_once_measured() -> None:
     # A batch of nothing measures some microseconds, but a loaded machine can stretch one past any threshold:
     # the threshold is far above a tiny batch, and placement is checked against the times the batcher saw.
-    threshold_s = 0.02
+    threshold_us = 20_000
     recorder = Recorder(compute_s=0.0)
-    executions = asyncio.run(_one_at_a_time(recorder, requests=5, inline_compute_s=threshold_s))
+    executions = asyncio.run(_one_at_a_time(recorder, requests=5, inline_compute_us=threshold_us))
     ran_inline = [thread == threading.main_thread().name for thread in recorder.threads]
-    assert ran_inline == expected_inline(executions, threshold_s), (recorder.threads, executions)
+    assert ran_inline == expected_inline(executions, threshold_us), (recorder.threads, executions)
     assert set(recorder.threads) <= {"m/1#0", threading.main_thread().name}
     # The first batch has no measured compute time yet, so it goes to the instance thread; then inline.
     assert recorder.threads[0] == "m/1#0"
@@ -95,7 +95,7 @@ def test_slow_batches_on_the_thread_let_requests_queue_and_batch() -> None:
     async def staggered() -> None:
         executions: list[Execution] = []
         batcher = DynamicBatcher(
-            BatchingPolicy(max_batch_size=8, combine=True), recorder, 1, ["x"], ["y"], executions.append, 100e-6, "m/1"
+            BatchingPolicy(max_batch_size=8, combine=True), recorder, 1, ["x"], ["y"], executions.append, 100, "m/1"
         )
         batcher.start()
 

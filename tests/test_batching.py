@@ -360,7 +360,7 @@ def test_delay_timeout_is_served_after_the_others(slow_server: ServerProcess):
 
 
 def test_timeouts_and_rejections_are_counted(slow_server: ServerProcess):
-    """A request that timed out in the queue shows in /metrics as a failure with reason "timeout"."""
+    """A request that timed out in the queue shows in /metrics as a failure with reason "deadline_exceeded"."""
     before = Counts.of(slow_server, "slow_reject")
     calls = Calls()
     start_blocker(calls, slow_server, "slow_reject")
@@ -368,7 +368,7 @@ def test_timeouts_and_rejections_are_counted(slow_server: ServerProcess):
     calls.wait()
     assert status_of(calls.outcomes["late"]) == "StatusCode.DEADLINE_EXCEEDED", calls.outcomes
     change = Counts.of(slow_server, "slow_reject") - before
-    assert change.metric("appliance_request_failure_total", version="1", reason="timeout") == 1
+    assert change.metric("appliance_request_failure_total", version="1", reason="deadline_exceeded") == 1
 
 
 # -- queue size ----------------------------------------------------------------------------------
@@ -391,7 +391,7 @@ def test_max_queue_size_rejects(slow_server: ServerProcess):
     assert calls.order.index("over_http") < calls.order.index("blocker")
     assert [status_of(calls.outcomes[k]) for k in ("blocker", "q0", "q1")] == ["ok"] * 3
     change = Counts.of(slow_server, "slow_qsize") - before
-    assert change.metric("appliance_request_failure_total", version="1", reason="rejected") == 2
+    assert change.metric("appliance_request_failure_total", version="1", reason="queue_full") == 2
 
 
 # -- clients that go away ------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_metrics_count_what_happened(server_factory, demo_repo):
     m = samples(server)
     mlp = {"model": "mlp", "version": "1"}
     assert value(m, "appliance_request_success_total", **mlp) == 2
-    assert value(m, "appliance_request_failure_total", **mlp, reason="invalid") == 1
+    assert value(m, "appliance_request_failure_total", **mlp, reason="invalid_argument") == 1
     assert value(m, "appliance_inference_count_total", **mlp) == 5
     assert value(m, "appliance_execution_count_total", **mlp) == 2
     assert value(m, "appliance_queue_duration_seconds_count", **mlp) == 2

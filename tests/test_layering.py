@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "appliance": set(),
     "settings": set(),
     "demo": set(),
+    "reference_triton": set(),
     "core": {"appliance", "settings"},
     "optimize": {"appliance", "core"},
     "backends": {"core", "optimize"},

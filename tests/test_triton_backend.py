@@ -27,7 +27,7 @@ except reference_triton.TritonStartError as exc:  # pragma: no cover - the test 
     pytest.skip(f"real tritonserver unavailable: {exc}", allow_module_level=True)
 
 
-TRITON_ARGS = ("--triton-check-interval-secs", "0.3", "--exit-timeout-secs", "5")
+TRITON_ARGS = ("--triton-check-interval-s", "0.3", "--exit-timeout-secs", "5")
 
 
 def appliance(repo: Path, triton_url: str, log: Path, *extra: str) -> contextlib.AbstractContextManager[ServerProcess]:

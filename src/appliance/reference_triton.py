@@ -66,7 +66,7 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        threads = int(params.get("intra_op_threads", "0") or 0)
+        threads = int(params.get("intra_op_thread_count", "0") or 0)
         if threads > 0:
             options.intra_op_num_threads = threads
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
@@ -189,7 +189,7 @@ def write_python_backend_repository(
     dest: Path,
     max_queue_delay_us: int | None = 0,
     models: Sequence[str] | None = None,
-    intra_op_threads: int = 0,
+    intra_op_thread_count: int = 0,
 ) -> Path:
     """Turn a Triton-layout ONNX repository into a python-backend one for the wheel's tritonserver.
 
@@ -197,7 +197,7 @@ def write_python_backend_repository(
     ``python``, everything else (``max_batch_size``, inputs, outputs, labels, ``instance_group``,
     ``dynamic_batching``) is kept; ``max_queue_delay_us`` (unless None) overrides the queue delay of
     models that batch dynamically. Every version's ``model.onnx`` is copied next to a generated
-    ``model.py``; label files are copied. ``intra_op_threads`` > 0 is passed to the model as a parameter.
+    ``model.py``; label files are copied. ``intra_op_thread_count`` > 0 is passed to the model as a parameter.
     Returns ``dest``.
     """
     from google.protobuf import text_format
@@ -217,8 +217,8 @@ def write_python_backend_repository(
         config.platform = ""
         if config.HasField("dynamic_batching"):
             _set_dynamic_batching(config, max_queue_delay_us)
-        if intra_op_threads > 0:
-            config.parameters["intra_op_threads"].string_value = str(intra_op_threads)
+        if intra_op_thread_count > 0:
+            config.parameters["intra_op_thread_count"].string_value = str(intra_op_thread_count)
         target = dest / name
         target.mkdir(parents=True, exist_ok=True)
         for version in sorted(p for p in source.iterdir() if p.is_dir() and p.name.isdigit()):

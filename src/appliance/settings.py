@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest accepted request body (REST) or message (gRPC); larger ones get 413 / RESOURCE_EXHAUSTED."""
 
-    intra_op_threads: int = Field(default=1, ge=0)
+    intra_op_thread_count: int = Field(default=1, ge=0)
     """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's
     ``parameters { key: "intra_op_thread_count" }`` overrides it."""
 
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
     process (their config says so, or their backend needs it); empty: no Triton."""
 
-    triton_check_interval_secs: float = Field(default=2.0, gt=0)
+    triton_check_interval_s: float = Field(default=2.0, gt=0)
     """How often Triton-served models are checked; a model Triton lost is loaded there again when it is back."""
 
     build_id: str = ""

@@ -111,7 +111,7 @@ class OnnxRuntimeBackend(BatchBackend):
         inter = string_parameter(config, "inter_op_thread_count")
         so = ort.SessionOptions()
         try:
-            so.intra_op_num_threads = int(intra) if intra else options.intra_op_threads
+            so.intra_op_num_threads = int(intra) if intra else options.intra_op_thread_count
             so.inter_op_num_threads = int(inter) if inter else 1
         except ValueError:
             raise LoadError(

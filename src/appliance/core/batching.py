@@ -106,7 +106,7 @@ class DynamicBatcher:
         input_names: Sequence[str],
         output_names: Sequence[str],
         on_execution: Callable[[Execution], None],
-        inline_compute_s: float = 0.0,
+        inline_compute_us: int = 0,
         name: str = "",
     ) -> None:
         self._policy = policy
@@ -115,7 +115,7 @@ class DynamicBatcher:
         self._input_names = list(input_names)
         self._output_names = list(output_names)
         self._on_execution = on_execution
-        self._inline_compute_s = inline_compute_s
+        self._inline_compute_s = inline_compute_us / 1e6
         self._name = name
         self._queues: list[deque[Payload]] = [deque() for _ in range(policy.levels)]
         self._delayed: deque[Payload] = deque()

@@ -43,9 +43,9 @@ class DataPlane:
         self.repository = ModelRepository(
             settings.model_repository,
             LoadOptions(
-                intra_op_threads=settings.intra_op_threads,
+                intra_op_thread_count=settings.intra_op_thread_count,
                 ort_allow_spinning=settings.ort_allow_spinning,
-                inline_compute_s=settings.inline_compute_us / 1e6,
+                inline_compute_us=settings.inline_compute_us,
                 triton_url=settings.triton_url,
             ),
             self.metrics,
@@ -80,7 +80,7 @@ class DataPlane:
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.triton_check_interval_secs)
+            await asyncio.sleep(self.settings.triton_check_interval_s)
             try:
                 await self.repository.refresh()
             except Exception:

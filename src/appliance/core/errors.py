@@ -10,13 +10,14 @@ import enum
 
 
 class Status(enum.Enum):
-    """What went wrong, independent of transport. The value is the metrics ``reason`` label."""
+    """What went wrong, independent of transport. The value, the name in lower case, is the metrics ``reason``
+    label."""
 
-    INVALID_ARGUMENT = "invalid"
+    INVALID_ARGUMENT = "invalid_argument"
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
-    QUEUE_FULL = "rejected"
-    DEADLINE_EXCEEDED = "timeout"
+    QUEUE_FULL = "queue_full"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
     TOO_LARGE = "too_large"
     INTERNAL = "internal"

@@ -230,7 +230,7 @@ class BatchedModelVersion(ModelVersion):
         model_dir: Path,
         backend: BatchBackend,
         metrics: Metrics,
-        inline_compute_s: float,
+        inline_compute_us: int,
     ) -> None:
         super().__init__(name, version, config, model_dir, metrics)
         self.backend = backend
@@ -241,7 +241,7 @@ class BatchedModelVersion(ModelVersion):
             [s.name for s in self.inputs],
             [o.name for o in self.outputs],
             self.stats.batch_executed,
-            inline_compute_s=inline_compute_s,
+            inline_compute_us=inline_compute_us,
             name=f"{name}/{version}",
         )
         self.stats.pending = lambda: self.batcher.pending
@@ -314,7 +314,7 @@ def serve(
     model_dir: Path,
     backend: Backend,
     metrics: Metrics,
-    inline_compute_s: float,
+    inline_compute_us: int,
 ) -> ModelVersion:
     """The model version that serves a freshly loaded backend, as its kind asks. A batch backend is warmed up
     first (a self-scheduling one warms up by itself), and closed when that or the config checks fail."""
@@ -322,7 +322,7 @@ def serve(
         case BatchBackend():
             try:
                 warm_up(backend, config, model_dir)
-                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_s)
+                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_us)
             except Exception:
                 backend.close()
                 raise

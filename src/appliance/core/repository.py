@@ -50,9 +50,9 @@ class ModelEntry:
 class LoadOptions:
     """Settings that loading needs (see :class:`appliance.settings.Settings`)."""
 
-    intra_op_threads: int = 1
+    intra_op_thread_count: int = 1
     ort_allow_spinning: bool = False
-    inline_compute_s: float = 0.0001
+    inline_compute_us: int = 100
     triton_url: str = ""
 
 
@@ -185,7 +185,7 @@ class ModelRepository:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
                 loaded[version] = serve(
-                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_s
+                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_us
                 )
             except (LoadError, ConfigError) as exc:
                 failed[version] = exc

@@ -192,11 +192,11 @@ def handler_table(dataplane: DataPlane) -> dict[str, grpc.RpcMethodHandler]:
     return handlers
 
 
-def create_server(dataplane: DataPlane, max_message_bytes: int) -> grpc.aio.Server:
+def create_server(dataplane: DataPlane, max_request_bytes: int) -> grpc.aio.Server:
     """A grpc.aio server with ``inference.GRPCInferenceService``; bind it with ``add_insecure_port``."""
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),
         ]
