@@ -1,8 +1,9 @@
-"""The two kinds of backend, through the real ModelRepository with fake backends handed in as ``factory_for``.
+"""The two kinds of backend, in process through the real ModelRepository and the real ``factory_for``.
 
-A batch backend is warmed up on every instance, gets a batcher with one thread per instance, and is closed when
-its version stops; a self-scheduling backend gets each request directly (with its priority and timeout), no
-warm-up, no batcher and no thread, and is followed by ``refresh`` (is_ready, reload) and unloaded at the end.
+A batch backend (ONNX Runtime) gets a batcher with one thread per instance and is closed when its version
+stops; a self-scheduling backend (the real tritonserver) gets each request directly, with its priority and
+timeout, no batcher and no thread, and is unloaded from Triton at the end. A batch backend whose warm-up fails
+is closed (a fake GPU backend: this machine has no GPU to run out of memory on).
 """
 
 from __future__ import annotations
@@ -15,126 +16,117 @@ from typing import Any
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 from numpy.typing import NDArray
 from tritonclient.grpc import model_config_pb2 as mc
 
-from appliance.core.backend import Backend, BackendFactory, BackendOptions, BatchBackend, SelfSchedulingBackend
+from appliance import reference_triton
+from appliance.backends import factory_for
+from appliance.core.backend import BackendFactory, BackendOptions, BatchBackend
 from appliance.core.errors import Unavailable
 from appliance.core.model import BatchedModelVersion, DirectModelVersion
 from appliance.core.repository import LoadOptions, ModelRepository
 from appliance.core.stats import Metrics
 from appliance.core.types import InferRequest, InputTensor
+from appliance.demo import write_demo_repository
+from tests.support.models import scale_model
 
-CONFIG = """
+SCALE_CONFIG = """
+backend: "onnxruntime"
 max_batch_size: 4
-input { name: "x" data_type: TYPE_FP32 dims: [ 2 ] }
-output { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }
-instance_group { count: 2 }
+input { name: "x" data_type: TYPE_FP32 dims: [ 2, 2 ] }
+output { name: "y" data_type: TYPE_FP32 dims: [ 2, 2 ] }
+instance_group { count: 2 kind: KIND_CPU }
 """
 
 
-class FakeBatchBackend(BatchBackend):
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.executed: list[tuple[int, tuple[int, ...]]] = []
+def threads_of(name: str) -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith(f"{name}#"))
+
+
+def test_a_batch_backend_runs_on_instance_threads_and_is_closed(tmp_path: Path) -> None:
+    (tmp_path / "scale" / "1").mkdir(parents=True)
+    (tmp_path / "scale" / "config.pbtxt").write_text(SCALE_CONFIG)
+    (tmp_path / "scale" / "1" / "model.onnx").write_bytes(scale_model(batched=True))
+    x = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+
+    async def go() -> None:
+        repo = ModelRepository(tmp_path, LoadOptions(), Metrics(), factory_for)
+        await repo.load("scale")
+        served = repo.get("scale")
+        assert isinstance(served, BatchedModelVersion)
+        assert threads_of("scale/1") == ["scale/1#0", "scale/1#1"]
+        response = await served.infer(InferRequest("scale", inputs=[InputTensor("x", "FP32", (1, 2, 2), x)]))
+        np.testing.assert_array_equal(response.outputs[0].data, x * 2)
+        await repo.unload("scale")
+        assert not threads_of("scale/1")
+
+    asyncio.run(go())
+
+
+def test_a_self_scheduling_backend_gets_requests_directly(tmp_path: Path) -> None:
+    onnx_repo = write_demo_repository(tmp_path / "onnx")[0].parent
+    triton_repo = reference_triton.write_python_backend_repository(onnx_repo, tmp_path / "triton", models=["mlp"])
+    x = np.random.default_rng(0).random((1, 64), dtype=np.float32)
+
+    async def go(url: str, triton: grpcclient.InferenceServerClient) -> None:
+        repo = ModelRepository(triton_repo, LoadOptions(triton_url=url), Metrics(), factory_for)
+        await repo.load("mlp")
+        served = repo.get("mlp")
+        assert isinstance(served, DirectModelVersion)
+        assert triton.is_model_ready("mlp") and not threads_of("mlp/1")
+        request = InferRequest("mlp", inputs=[InputTensor("input", "FP32", (1, 64), x)], priority=1, timeout_us=10**6)
+        response = await served.infer(request)
+        assert response.outputs[0].name == "logits" and response.outputs[0].data.shape == (1, 10)
+        await repo.unload("mlp")
+        assert not triton.is_model_ready("mlp")
+
+    with reference_triton.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as server:
+        asyncio.run(go(server.grpc_url, grpcclient.InferenceServerClient(server.grpc_url)))
+
+
+class FakeGpuBackend(BatchBackend):
+    """Stands in for a GPU backend (TensorRT) that runs out of device memory: this machine has no GPU."""
+
+    def __init__(self) -> None:
         self.closed = False
 
     @property
     def instance_count(self) -> int:
-        return 2
+        return 1
 
     def execute(
         self, instance: int, inputs: dict[str, NDArray[Any]], outputs: Sequence[str]
     ) -> dict[str, NDArray[Any]]:
-        self.executed.append((instance, inputs["x"].shape))
-        if self.fail:
-            raise RuntimeError("out of device memory")
-        return {"y": inputs["x"] * 2}
+        raise RuntimeError("out of device memory")
 
     def close(self) -> None:
         self.closed = True
 
 
-class FakeSelfSchedulingBackend(SelfSchedulingBackend):
-    def __init__(self) -> None:
-        self.requests: list[tuple[int, int]] = []
-        self.ready = True
-        self.reloads = 0
-        self.unloaded = False
+class FakeGpuFactory:
+    name = "fake-gpu"
 
-    async def infer(
-        self, inputs: dict[str, NDArray[Any]], outputs: Sequence[str], priority: int, timeout_us: int
-    ) -> dict[str, NDArray[Any]]:
-        self.requests.append((priority, timeout_us))
-        return {"y": inputs["x"] * 3}
-
-    async def is_ready(self) -> bool:
-        return self.ready
-
-    async def reload(self) -> bool:
-        self.reloads += 1
-        self.ready = True
-        return True
-
-    async def unload(self) -> None:
-        self.unloaded = True
-
-
-class FakeFactory:
-    name = "fake"
-
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: FakeGpuBackend) -> None:
         self.backend = backend
 
     def complete_config(self, config: mc.ModelConfig, model_dir: Path, version: int) -> None:
         pass
 
-    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: BackendOptions) -> Backend:
+    def load(self, config: mc.ModelConfig, model_dir: Path, version: int, options: BackendOptions) -> FakeGpuBackend:
         return self.backend
 
 
-def repository(tmp_path: Path, backend: Backend) -> ModelRepository:
-    (tmp_path / "m" / "1").mkdir(parents=True)
-    (tmp_path / "m" / "config.pbtxt").write_text(CONFIG)
-
-    def factory_for(config: mc.ModelConfig, triton_url: str) -> BackendFactory:
-        return FakeFactory(backend)
-
-    return ModelRepository(tmp_path, LoadOptions(), Metrics(), factory_for)
-
-
-def request(priority: int = 0, timeout_us: int = 0) -> InferRequest:
-    x = np.ones((1, 2), np.float32)
-    return InferRequest("m", inputs=[InputTensor("x", "FP32", (1, 2), x)], priority=priority, timeout_us=timeout_us)
-
-
-def threads_of(name: str) -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(f"{name}#")]
-
-
-def test_a_batch_backend_is_warmed_up_batched_on_instance_threads_and_closed(tmp_path: Path) -> None:
-    backend = FakeBatchBackend()
-
-    async def go() -> None:
-        repo = repository(tmp_path, backend)
-        await repo.load("m")
-        assert sorted(backend.executed) == [(0, (1, 2)), (1, (1, 2))]  # warm-up: batch 1 of zeros, every instance
-        served = repo.get("m")
-        assert isinstance(served, BatchedModelVersion)
-        assert sorted(threads_of("m/1")) == ["m/1#0", "m/1#1"]
-        response = await served.infer(request())
-        np.testing.assert_array_equal(response.outputs[0].data, np.full((1, 2), 2, np.float32))
-        await repo.unload("m")
-        assert backend.closed and not threads_of("m/1")
-
-    asyncio.run(go())
-
-
 def test_a_failed_warm_up_closes_the_batch_backend(tmp_path: Path) -> None:
-    backend = FakeBatchBackend(fail=True)
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "config.pbtxt").write_text(SCALE_CONFIG)
+    backend = FakeGpuBackend()
+
+    def fake_gpu_factory_for(config: mc.ModelConfig, triton_url: str) -> BackendFactory:
+        return FakeGpuFactory(backend)
 
     async def go() -> None:
-        repo = repository(tmp_path, backend)
+        repo = ModelRepository(tmp_path, LoadOptions(), Metrics(), fake_gpu_factory_for)
         with pytest.raises(Exception, match="warm-up 'zeros' failed: out of device memory"):
             await repo.load("m")
         assert backend.closed
@@ -142,46 +134,3 @@ def test_a_failed_warm_up_closes_the_batch_backend(tmp_path: Path) -> None:
             repo.get("m")
 
     asyncio.run(go())
-
-
-def test_a_self_scheduling_backend_gets_requests_directly_and_is_followed(tmp_path: Path) -> None:
-    backend = FakeSelfSchedulingBackend()
-
-    async def go() -> None:
-        repo = repository(tmp_path, backend)
-        await repo.load("m")
-        served = repo.get("m")
-        assert isinstance(served, DirectModelVersion)
-        assert not hasattr(served, "batcher") and not threads_of("m/1")
-        response = await served.infer(request(priority=2, timeout_us=5000))
-        np.testing.assert_array_equal(response.outputs[0].data, np.full((1, 2), 3, np.float32))
-        assert backend.requests == [(2, 5000)]
-
-        backend.ready = False  # Triton restarted without the model
-        await repo.refresh()
-        with pytest.raises(Unavailable, match="version 1 is not ready: UNAVAILABLE not ready in Triton"):
-            repo.get("m", "1")
-        await repo.refresh()  # reloaded there
-        assert backend.reloads == 1 and repo.get("m") is served
-
-        await repo.unload("m")
-        assert backend.unloaded
-
-    asyncio.run(go())
-
-
-def test_a_backend_missing_part_of_its_interface_cannot_be_built() -> None:
-    class NoReload(SelfSchedulingBackend):
-        async def infer(
-            self, inputs: dict[str, NDArray[Any]], outputs: Sequence[str], priority: int, timeout_us: int
-        ) -> dict[str, NDArray[Any]]:
-            return {}
-
-        async def is_ready(self) -> bool:
-            return True
-
-        async def unload(self) -> None:
-            pass
-
-    with pytest.raises(TypeError, match="reload"):
-        NoReload()  # type: ignore[abstract]
