@@ -92,6 +92,17 @@ def _json_tensor(data: Any, datatype: datatypes.DataType, shape: tuple[int, ...]
     return array.reshape(shape)
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object; InvalidArgument says what is wrong with it."""
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidArgument("request body must be a JSON object")
+    return doc
+
+
 def decode_infer_request(body: bytes, header_length: int | None, model: str, version: str) -> tuple[InferRequest, bool]:
     """Parse an infer request body; every error names the input or field at fault.
 
@@ -104,12 +115,7 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        doc = json.loads(header)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidArgument("request body must be a JSON object")
+    doc = json_object(header)
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import zlib
 from typing import Any
 
@@ -19,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InvalidArgument, TooLarge
-from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response, json_object
 from .encode import (
     model_config_json,
     model_metadata_json,
@@ -161,15 +160,7 @@ class Endpoints:
 
     async def _json_body(self, request: Request) -> dict[str, Any]:
         body = await read_body(request, self._max_request_bytes)
-        if not body.strip():
-            return {}
-        try:
-            doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
-        if not isinstance(doc, dict):
-            raise InvalidArgument("request body must be a JSON object")
-        return doc
+        return json_object(body) if body.strip() else {}
 
     async def repository_index(self, request: Request) -> Response:
         doc = await self._json_body(request)
