@@ -2,8 +2,9 @@
 
 A batch backend (ONNX Runtime) gets a batcher with one thread per instance and is closed when its version
 stops; a self-scheduling backend (the real tritonserver) gets each request directly, with its priority and
-timeout, no batcher and no thread, and is unloaded from Triton at the end. A batch backend whose warm-up fails
-is closed (a fake GPU backend: this machine has no GPU to run out of memory on).
+timeout, no batcher and no thread, and is unloaded from Triton at the end. A batch backend whose ``model_warmup``
+fails is closed; one whose implicit warm-up fails serves (a fake GPU backend: this machine has no GPU to run out
+of memory on).
 """
 
 from __future__ import annotations
@@ -117,16 +118,30 @@ class FakeGpuFactory:
         return self.backend
 
 
-def test_a_failed_warm_up_closes_the_batch_backend(tmp_path: Path) -> None:
-    (tmp_path / "m" / "1").mkdir(parents=True)
-    (tmp_path / "m" / "config.pbtxt").write_text(SCALE_CONFIG)
-    backend = FakeGpuBackend()
+GPU_CONFIG = SCALE_CONFIG.replace(
+    "instance_group { count: 2 kind: KIND_CPU }", "instance_group { count: 1 kind: KIND_GPU }"
+)
+EXPLICIT_WARMUP = """
+model_warmup { name: "zeros" batch_size: 1
+  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 2, 2 ] zero_data: true } } }
+"""
+
+
+def fake_gpu_repository(root: Path, config: str, backend: FakeGpuBackend) -> ModelRepository:
+    (root / "m" / "1").mkdir(parents=True)
+    (root / "m" / "config.pbtxt").write_text(config)
 
     def fake_gpu_factory_for(config: mc.ModelConfig, triton_url: str) -> BackendFactory:
         return FakeGpuFactory(backend)
 
+    return ModelRepository(root, LoadOptions(), Metrics(), fake_gpu_factory_for)
+
+
+def test_a_failed_model_warmup_closes_the_batch_backend(tmp_path: Path) -> None:
+    backend = FakeGpuBackend()
+
     async def go() -> None:
-        repo = ModelRepository(tmp_path, LoadOptions(), Metrics(), fake_gpu_factory_for)
+        repo = fake_gpu_repository(tmp_path, GPU_CONFIG + EXPLICIT_WARMUP, backend)
         with pytest.raises(Exception, match="warm-up 'zeros' failed: out of device memory"):
             await repo.load("m")
         assert backend.closed
@@ -134,3 +149,19 @@ def test_a_failed_warm_up_closes_the_batch_backend(tmp_path: Path) -> None:
             repo.get("m")
 
     asyncio.run(go())
+
+
+def test_a_failed_implicit_warm_up_is_logged_and_the_model_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = FakeGpuBackend()
+
+    async def go() -> None:
+        repo = fake_gpu_repository(tmp_path, GPU_CONFIG, backend)
+        await repo.load("m")
+        assert isinstance(repo.get("m"), BatchedModelVersion) and not backend.closed
+        await repo.unload("m")
+
+    asyncio.run(go())
+    assert "implicit warm-up (batch 1 of zeros; the config has no model_warmup) failed" in caplog.text
+    assert "out of device memory" in caplog.text

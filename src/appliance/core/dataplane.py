@@ -13,7 +13,7 @@ import logging
 from .. import __version__
 from ..settings import ModelControlMode, Settings
 from .backend import FactoryFor, LoadError
-from .errors import InvalidArgument, NotFound, Unavailable
+from .errors import InvalidArgument, NotFound, Unavailable, unknown_model
 from .metadata import ModelMetadata, ModelStatistics, RepositoryModel, ServerMetadata
 from .model import State
 from .model_config import ModelConfig
@@ -116,11 +116,13 @@ class DataPlane:
         return ServerMetadata(SERVER_NAME, version, EXTENSIONS)
 
     def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether the model (or that version) serves now. As in Triton, a version the version policy does not
+        serve, or that is not on disk, is not ready rather than an error; an unknown model is NotFound."""
         if name not in self.repository.models:
-            raise NotFound(f"unknown model '{name}'")
+            raise unknown_model(name)
         try:
             self.repository.get(name, version)
-        except Unavailable:
+        except (Unavailable, NotFound):
             return False
         return True
 
@@ -136,7 +138,7 @@ class DataPlane:
     def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         if name:
             if name not in self.repository.models:
-                raise NotFound(f"unknown model '{name}'")
+                raise unknown_model(name)
             if version:
                 served = [self.repository.get(name, version)]
             else:

@@ -45,6 +45,26 @@ class Unavailable(InferenceError):
     status = Status.UNAVAILABLE
 
 
+# Triton's own texts for a model or version that cannot serve (its model_repository_manager and model_lifecycle):
+# tools and client code match on them.
+
+
+def unknown_model(name: str) -> NotFound:
+    return NotFound(f"Request for unknown model: '{name}' is not found")
+
+
+def unknown_version(name: str, version: str) -> NotFound:
+    return NotFound(f"Request for unknown model: '{name}' version {version} is not found")
+
+
+def no_available_versions(name: str, why: str) -> Unavailable:
+    return Unavailable(f"Request for unknown model: '{name}' has no available versions ({why})")
+
+
+def version_not_ready(name: str, version: str, why: str) -> Unavailable:
+    return Unavailable(f"Request for unknown model: '{name}' version {version} is not at ready state ({why})")
+
+
 class QueueFull(InferenceError):
     status = Status.QUEUE_FULL
 

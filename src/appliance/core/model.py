@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from .model_config import (
 )
 from .stats import Metrics, VersionStats
 from .types import InferRequest, InferResponse, OutputTensor
+
+log = logging.getLogger(__name__)
 
 
 class State(str, enum.Enum):
@@ -341,7 +344,8 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
     """(name, count, inputs) to run on every instance before a version reports ready.
 
     ``model_warmup`` from the config when present (zero_data, random_data or input_data_file from the model's
-    ``warmup/`` folder); otherwise one batch-1 request of zeros.
+    ``warmup/`` folder); otherwise one batch-1 request of zeros, the implicit warm-up, left out for a model with a
+    BYTES input: no string can be made up that every such model accepts (one that parses numbers fails on "").
     """
     batched = config.max_batch_size > 0
     samples = []
@@ -380,6 +384,9 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
         raise LoadError(str(exc)) from None
     inputs = {}
     for spec in specs:
+        if spec.datatype.dtype.kind == "O":
+            log.info("model '%s': no implicit warm-up (input '%s' is BYTES)", model_dir.name, spec.name)
+            return []
         dims = spec.reshape if spec.reshape is not None else spec.dims
         shape = ((1,) if batched else ()) + tuple(1 if d < 0 else d for d in dims)
         dtype = spec.datatype.dtype
@@ -389,12 +396,13 @@ def warmup_samples(config: mc.ModelConfig, model_dir: Path) -> list[tuple[str, i
 
 
 def _zeros(shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
-    """Zero-filled input; empty strings for BYTES."""
+    """Zero-filled input; empty strings for BYTES (``model_warmup``'s ``zero_data``, as in Triton)."""
     return np.full(shape, b"", dtype=object) if dtype.kind == "O" else np.zeros(shape, dtype)
 
 
 def warm_up(backend: BatchBackend, config: mc.ModelConfig, model_dir: Path) -> None:
-    """Run the warm-up samples on every instance; a failure is a load error."""
+    """Run the warm-up samples on every instance. A failure of the config's ``model_warmup`` is a load error;
+    the implicit warm-up (no ``model_warmup``) never keeps a model from serving: its failure is logged."""
     outputs = [o.name for o in config.output]
     for name, count, inputs in warmup_samples(config, model_dir):
         for instance in range(backend.instance_count):
@@ -402,4 +410,12 @@ def warm_up(backend: BatchBackend, config: mc.ModelConfig, model_dir: Path) -> N
                 try:
                     backend.execute(instance, inputs, outputs)
                 except Exception as exc:  # noqa: BLE001 - any backend failure
-                    raise LoadError(f"warm-up '{name}' failed: {exc}") from None
+                    if config.model_warmup:
+                        raise LoadError(f"warm-up '{name}' failed: {exc}") from None
+                    log.warning(
+                        "model '%s': implicit warm-up (batch 1 of zeros; the config has no model_warmup) failed, "
+                        "serving without it: %s",
+                        model_dir.name,
+                        exc,
+                    )
+                    return

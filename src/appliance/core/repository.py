@@ -17,7 +17,13 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .backend import BackendUnreachable, FactoryFor, LoadError
-from .errors import InvalidArgument, NotFound, Unavailable
+from .errors import (
+    InvalidArgument,
+    no_available_versions,
+    unknown_model,
+    unknown_version,
+    version_not_ready,
+)
 from .metadata import RepositoryModel
 from .model import DirectModelVersion, ModelVersion, State, serve
 from .model_config import ConfigError, available_versions, read_config, select_versions
@@ -76,22 +82,20 @@ class ModelRepository:
         """The model version that serves a request; NotFound or Unavailable with a reason otherwise."""
         entry = self.models.get(name)
         if entry is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise unknown_model(name)
         if not version:
             ready = entry.ready_versions()
             if not ready:
-                raise Unavailable(f"model '{name}' is not ready: {entry.state.value} {entry.reason}".rstrip())
+                raise no_available_versions(name, f"{entry.state.value} {entry.reason}".rstrip())
             served = entry.versions[ready[-1]].served
         else:
             if not version.isdigit():
                 raise InvalidArgument(f"model version '{version}' is not a number")
             status = entry.versions.get(int(version))
             if status is None:
-                raise NotFound(f"unknown version {version} of model '{name}'")
+                raise unknown_version(name, version)
             if status.state is not State.READY:
-                raise Unavailable(
-                    f"model '{name}' version {version} is not ready: {status.state.value} {status.reason}".rstrip()
-                )
+                raise version_not_ready(name, version, f"{status.state.value} {status.reason}".rstrip())
             served = status.served
         assert served is not None
         return served
@@ -195,7 +199,7 @@ class ModelRepository:
         """Stop serving a model: new requests get UNAVAILABLE, queued and running ones finish first."""
         entry = self.models.get(name)
         if entry is None:
-            raise NotFound(f"unknown model '{name}'")
+            raise unknown_model(name)
         async with self._lock(name):
             serving = [s for s in entry.versions.values() if s.served is not None]
             for status in entry.versions.values():
