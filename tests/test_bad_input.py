@@ -99,6 +99,29 @@ def test_rest_malformed_json_is_400(demo_server: ServerProcess, body):
     assert_error(post(demo_server, "/v2/models/mlp/infer", body), 400)
 
 
+@pytest.mark.parametrize(
+    "path, body, names",
+    [
+        ("/v2/models/mlp/infer", b"[" * 100_000 + b"]" * 100_000, ["nested too deeply"]),
+        (
+            "/v2/repository/models/mlp/load",
+            b'{"parameters":' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+            ["nested too deeply"],
+        ),
+        (
+            "/v2/models/mlp/infer",
+            {"inputs": [{**GOOD, "shape": [1] * 33, "data": [0.5]}]},
+            ["'input'", "33 dimensions"],
+        ),
+        ("/v2/models/mlp/versions/" + "9" * 5000 + "/infer", {"inputs": [GOOD]}, ["not a number"]),
+        ("/v2/models/mlp/versions/\u00b2/infer", {"inputs": [GOOD]}, ["not a number"]),
+    ],
+    ids=["nesting", "nesting-load", "rank", "version-digits", "version-superscript"],
+)
+def test_rest_pathological_input_is_a_named_400(demo_server: ServerProcess, path, body, names):
+    assert_error(post(demo_server, path, body), 400, *names)
+
+
 def test_rest_binary_sizes_that_do_not_add_up(demo_server: ServerProcess):
     data = np.zeros((1, 64), np.float32).tobytes()
     param = {"name": "input", "datatype": "FP32", "shape": [1, 64]}
@@ -234,6 +257,20 @@ def test_grpc_raw_contents_count_mismatch(stub):
     request.raw_input_contents.append(ONES)
     error = grpc_error(stub.ModelInfer, request)
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "raw_input_contents" in error.details()
+
+
+def test_grpc_pathological_tensors_are_invalid_argument(stub):
+    rank = request_with(("input", "FP32", [1] * 40, b"\0\0\0\0"))
+    both = request_with(("input", "FP32", [1, 64], ONES))
+    both.inputs[0].contents.fp32_contents.extend([1.0] * 64)
+    version = request_with(("input", "FP32", [1, 64], ONES), version="9" * 5000)
+    for request, text in (
+        (rank, "'input': shape has 40 dimensions"),
+        (both, "contents field must not be specified when using raw_input_contents for 'input' for model 'mlp'"),
+        (version, "not a number"),
+    ):
+        error = grpc_error(stub.ModelInfer, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and text in error.details()
 
 
 def test_grpc_typed_contents_count_mismatch(stub):

@@ -45,6 +45,18 @@ BY_DTYPE = {t.dtype: t for t in _TABLE if t.name != "BYTES"}
 _LEN = struct.Struct("<I")
 
 
+#: The most dimensions a tensor may have (NumPy's limit; Triton's models have a handful).
+MAX_RANK = 32
+
+
+def check_shape(shape: tuple[int, ...], what: str) -> None:
+    """A request's shape as the wire gave it: at most MAX_RANK dimensions, none negative."""
+    if len(shape) > MAX_RANK:
+        raise InvalidArgument(f"{what}: shape has {len(shape)} dimensions, more than the {MAX_RANK} supported")
+    if shape and min(shape) < 0:
+        raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
+
+
 def by_name(name: str, what: str) -> DataType:
     """The datatype called ``name`` (KServe v2 spelling); ``what`` names the tensor in the error."""
     try:

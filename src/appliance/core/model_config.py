@@ -186,7 +186,7 @@ def read_labels(model_dir: Path, filename: str) -> list[str]:
 
 def available_versions(model_dir: Path) -> list[int]:
     """Numeric version folders of a model, ascending."""
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit())
 
 
 def select_versions(config: mc.ModelConfig, available: list[int], where: str) -> list[int]:

@@ -89,8 +89,9 @@ class ModelRepository:
                 raise no_available_versions(name, f"{entry.state.value} {entry.reason}".rstrip())
             served = entry.versions[ready[-1]].served
         else:
-            if not version.isdigit():
-                raise InvalidArgument(f"model version '{version}' is not a number")
+            if not (version.isascii() and version.isdigit() and len(version) <= 18):
+                shown = version if len(version) <= 32 else version[:32] + "..."
+                raise InvalidArgument(f"model version '{shown}' is not a number of at most 18 digits")
             status = entry.versions.get(int(version))
             if status is None:
                 raise unknown_version(name, version)

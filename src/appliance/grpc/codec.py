@@ -59,9 +59,13 @@ def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
         what = f"input '{tensor.name}'"
         datatype = datatypes.by_name(tensor.datatype, what)
         shape = tuple(tensor.shape)
-        if shape and min(shape) < 0:
-            raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
+        datatypes.check_shape(shape, what)
         if raw:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(
+                    f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
+                    f"for model '{message.model_name}'"
+                )
             data = datatypes.from_raw(raw[index], datatype, shape, what)
         else:
             data = _from_contents(tensor, datatype, shape, what)

@@ -37,8 +37,9 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], what: s
 
 def _shape(obj: dict[str, Any], what: str) -> tuple[int, ...]:
     shape = _field(obj, "shape", list, what)
-    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise InvalidArgument(f"{what}: shape {shape} must be a list of non-negative integers")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise InvalidArgument(f"{what}: shape must be a list of non-negative integers")
+    datatypes.check_shape(tuple(shape), what)
     return tuple(shape)
 
 
@@ -98,6 +99,8 @@ def json_object(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"malformed JSON in request body: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("malformed JSON in request body: nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidArgument("request body must be a JSON object")
     return doc

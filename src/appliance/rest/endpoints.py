@@ -34,7 +34,7 @@ COMPRESS_OVER_BYTES = 1024
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, decompressed per Content-Encoding; TooLarge past ``limit`` bytes either way."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
         raise TooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
     chunks = []
     size = 0
@@ -120,8 +120,8 @@ class Endpoints:
     async def infer(self, request: Request, model: str, version: str = "") -> Response:
         body = await read_body(request, self._max_request_bytes)
         header = request.headers.get(HEADER_LENGTH)
-        if header is not None and not header.isdigit():
-            raise InvalidArgument(f"Inference-Header-Content-Length '{header}' is not a number")
+        if header is not None and not (header.isascii() and header.isdigit() and len(header) <= 18):
+            raise InvalidArgument(f"Inference-Header-Content-Length '{header[:32]}' is not a number")
         infer_request, binary_default = decode_infer_request(
             body, int(header) if header is not None else None, model, version
         )
