@@ -14,10 +14,11 @@ from .. import __version__
 from ..settings import ModelControlMode, Settings
 from .backend import FactoryFor, LoadError
 from .errors import InvalidArgument, NotFound, Unavailable, unknown_model
-from .metadata import ModelMetadata, ModelStatistics, RepositoryModel, ServerMetadata
+from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import State
 from .model_config import ModelConfig
 from .repository import LoadOptions, ModelRepository
+from .shared_memory import SharedMemoryRegistry, cuda_unsupported
 from .stats import Metrics
 from .types import InferRequest, InferResponse
 
@@ -32,6 +33,7 @@ EXTENSIONS = (
     "model_configuration",
     "statistics",
     "binary_tensor_data",
+    "system_shared_memory",
 )
 
 
@@ -51,6 +53,7 @@ class DataPlane:
             self.metrics,
             factory_for,
         )
+        self.shared_memory = SharedMemoryRegistry()
         self.build_id = settings.resolved_build_id()
         self._started = False
         self._refresher: asyncio.Task[None] | None = None
@@ -102,6 +105,7 @@ class DataPlane:
         if self._refresher is not None:
             self._refresher.cancel()
         await self.repository.unload_all()
+        self.shared_memory.close()
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -170,6 +174,27 @@ class DataPlane:
         self._check_explicit("unload")
         await self.repository.unload(name)
 
+    # -- shared memory ---------------------------------------------------------------------------
+
+    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def unregister_system_shared_memory(self, name: str = "") -> None:
+        self.shared_memory.unregister(name)
+
+    def system_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
+        return self.shared_memory.status(name)
+
+    def register_cuda_shared_memory(self, name: str) -> None:
+        """CUDA shared memory is not supported (neither is it by Triton on Jetson): always an error."""
+        raise cuda_unsupported()
+
+    def cuda_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
+        """No CUDA region is ever registered: the whole status is empty, a named one is not found."""
+        if name:
+            raise NotFound(f"Unable to find cuda shared memory region: '{name}'")
+        return []
+
     # -- inference -------------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -179,7 +204,13 @@ class DataPlane:
         self._inflight += 1
         self._idle.clear()
         try:
-            return await served.infer(request)
+            if not (request.shared_memory_inputs or any(o.shared_memory for o in request.outputs)):
+                return await served.infer(request)
+            with self.shared_memory.lease(request) as lease:
+                lease.read_inputs()
+                response = await served.infer(request)
+                lease.write_outputs(response)
+                return response
         finally:
             self._inflight -= 1
             if self._inflight == 0:

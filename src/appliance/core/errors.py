@@ -20,6 +20,8 @@ class Status(enum.Enum):
     DEADLINE_EXCEEDED = "deadline_exceeded"
     CANCELLED = "cancelled"
     TOO_LARGE = "too_large"
+    ALREADY_EXISTS = "already_exists"
+    UNSUPPORTED = "unsupported"
     INTERNAL = "internal"
 
 
@@ -43,6 +45,14 @@ class NotFound(InferenceError):
 
 class Unavailable(InferenceError):
     status = Status.UNAVAILABLE
+
+
+class AlreadyExists(InferenceError):
+    status = Status.ALREADY_EXISTS
+
+
+class Unsupported(InferenceError):
+    status = Status.UNSUPPORTED
 
 
 # Triton's own texts for a model or version that cannot serve (its model_repository_manager and model_lifecycle):

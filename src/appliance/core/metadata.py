@@ -91,3 +91,13 @@ class RepositoryModel:
     version: str | None = None  # None: the row is about the model as a whole
     state: State | None = None  # None: never loaded
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RegionStatus:
+    """A registered shared-memory region: ``byte_size`` bytes at ``offset`` in the object ``key``."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int

@@ -15,7 +15,8 @@ from tritonclient.grpc import service_pb2 as pb
 
 from ..core import datatypes
 from ..core.errors import InvalidArgument
-from ..core.types import InferRequest, InferResponse, InputTensor, RequestedOutput
+from ..core.shared_memory import shared_memory_ref
+from ..core.types import InferRequest, InferResponse, InputTensor, RequestedOutput, SharedMemoryInput, SharedMemoryRef
 
 # Typed contents field of each datatype (FP16 has none: raw only).
 _CONTENTS_FIELD = {
@@ -48,33 +49,58 @@ def _int_parameter(params: Any, key: str, what: str) -> int:
     return value
 
 
+def _shared_memory(params: Any, what: str) -> SharedMemoryRef | None:
+    if not any(k.startswith("shared_memory_") for k in params):
+        return None
+    return shared_memory_ref({k: parameter_value(v) for k, v in params.items()}, what)
+
+
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
-        raise InvalidArgument(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; give one per input"
-        )
     inputs = []
-    for index, tensor in enumerate(message.inputs):
+    in_shared_memory = []
+    raw_index = 0  # raw_input_contents holds one entry per input that is not in shared memory, in order
+    for tensor in message.inputs:
         what = f"input '{tensor.name}'"
         datatype = datatypes.by_name(tensor.datatype, what)
         shape = tuple(tensor.shape)
         datatypes.check_shape(shape, what)
+        ref = _shared_memory(tensor.parameters, what) if tensor.parameters else None
+        if ref is not None:
+            if tensor.HasField("contents"):
+                raise InvalidArgument(f"{what}: contents must not be given with 'shared_memory_region'")
+            in_shared_memory.append(SharedMemoryInput(tensor.name, datatype.name, shape, ref))
+            continue
         if raw:
             if tensor.HasField("contents"):
                 raise InvalidArgument(
                     f"contents field must not be specified when using raw_input_contents for '{tensor.name}' "
                     f"for model '{message.model_name}'"
                 )
-            data = datatypes.from_raw(raw[index], datatype, shape, what)
+            if raw_index >= len(raw):
+                raise InvalidArgument(
+                    f"raw_input_contents has {len(raw)} entries for more inputs; give one per input that is not "
+                    "in shared memory"
+                )
+            data = datatypes.from_raw(raw[raw_index], datatype, shape, what)
+            raw_index += 1
         else:
             data = _from_contents(tensor, datatype, shape, what)
         inputs.append(InputTensor(tensor.name, datatype.name, shape, data))
+    if raw_index != len(raw):
+        raise InvalidArgument(
+            f"raw_input_contents has {len(raw)} entries for {raw_index} inputs not in shared memory; give one per input"
+        )
     request = InferRequest(model_name=message.model_name, model_version=message.model_version, id=message.id)
     request.inputs = inputs
+    request.shared_memory_inputs = in_shared_memory
     if message.outputs:
         request.outputs = [
-            RequestedOutput(o.name, _int_parameter(o.parameters, "classification", f"output '{o.name}'"))
+            RequestedOutput(
+                o.name,
+                _int_parameter(o.parameters, "classification", f"output '{o.name}'"),
+                shared_memory=_shared_memory(o.parameters, f"output '{o.name}'") if o.parameters else None,
+            )
             for o in message.outputs
         ]
     params = message.parameters
@@ -117,5 +143,7 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
         out.name = tensor.name
         out.datatype = tensor.datatype
         out.shape.extend(tensor.shape)
-        message.raw_output_contents.append(datatypes.to_raw(tensor.data))
+        # An output written into shared memory keeps its place with an empty entry, as Triton's does
+        shared = tensor.shared_memory is not None
+        message.raw_output_contents.append(b"" if shared else datatypes.to_raw(tensor.data))
     return message

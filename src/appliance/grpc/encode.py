@@ -10,6 +10,7 @@ from ..core.metadata import (
     Duration,
     ModelMetadata,
     ModelStatistics,
+    RegionStatus,
     RepositoryModel,
     ServerMetadata,
     TensorMetadata,
@@ -86,3 +87,14 @@ def repository_index_message(rows: list[RepositoryModel]) -> pb.RepositoryIndexR
             for row in rows
         ]
     )
+
+
+def system_shared_memory_status_message(regions: list[RegionStatus]) -> pb.SystemSharedMemoryStatusResponse:
+    message = pb.SystemSharedMemoryStatusResponse()
+    for region in regions:
+        entry = message.regions[region.name]
+        entry.name = region.name
+        entry.key = region.key
+        entry.offset = region.offset
+        entry.byte_size = region.byte_size
+    return message

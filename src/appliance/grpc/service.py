@@ -19,6 +19,7 @@ from .encode import (
     model_statistics_message,
     repository_index_message,
     server_metadata_message,
+    system_shared_memory_status_message,
 )
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ GRPC_STATUS = {
     Status.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Status.CANCELLED: grpc.StatusCode.CANCELLED,
     Status.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -82,6 +85,40 @@ class InferenceService:
     ) -> pb.RepositoryModelUnloadResponse:
         await self._dp.unload_model(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: Any
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        return system_shared_memory_status_message(self._dp.system_shared_memory_status(request.name))
+
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self._dp.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self._dp.unregister_system_shared_memory(request.name)
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: Any
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self._dp.cuda_shared_memory_status(request.name)  # empty, or NotFound for a name
+        return pb.CudaSharedMemoryStatusResponse()
+
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: Any
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self._dp.register_cuda_shared_memory(request.name)
+        return pb.CudaSharedMemoryRegisterResponse()
+
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: Any
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        return pb.CudaSharedMemoryUnregisterResponse()  # nothing is ever registered
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         response = await self._dp.infer(decode_infer_request(request))
@@ -171,6 +208,12 @@ _UNARY = [
     "RepositoryIndex",
     "RepositoryModelLoad",
     "RepositoryModelUnload",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
 ]
 
 

@@ -28,6 +28,8 @@ HTTP_STATUS = {
     Status.DEADLINE_EXCEEDED: 504,
     Status.CANCELLED: 499,
     Status.TOO_LARGE: 413,
+    Status.ALREADY_EXISTS: 400,  # as Triton answers it
+    Status.UNSUPPORTED: 400,
     Status.INTERNAL: 500,
 }
 
@@ -57,6 +59,7 @@ def routes(endpoints: Endpoints) -> list[BaseRoute]:
     """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``."""
     e = endpoints
     version = "/v2/models/{model}/versions/{version}"
+    system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
 
     def get(path: str, endpoint: Callable[..., Any], tag: str, summary: str) -> APIRoute:
         return APIRoute(path, endpoint, methods=["GET"], tags=[tag], summary=summary)
@@ -85,6 +88,20 @@ def routes(endpoints: Endpoints) -> list[BaseRoute]:
         post("/v2/repository/index", e.repository_index, "repository", "Models in the repository and their state"),
         post("/v2/repository/models/{model}/load", e.repository_load, "repository", "Load or reload a model"),
         post("/v2/repository/models/{model}/unload", e.repository_unload, "repository", "Unload a model"),
+        get(f"{system}/status", e.system_shared_memory_status, "shared memory", "Every system shared memory region"),
+        get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, "shared memory", "One region"),
+        post(
+            f"{system}/region/{{name}}/register", e.system_shared_memory_register, "shared memory", "Register a region"
+        ),
+        post(
+            f"{system}/region/{{name}}/unregister", e.system_shared_memory_unregister, "shared memory", "Unregister one"
+        ),
+        post(f"{system}/unregister", e.system_shared_memory_unregister, "shared memory", "Unregister every region"),
+        get(f"{cuda}/status", e.cuda_shared_memory_status, "shared memory", "CUDA regions: always none"),
+        get(f"{cuda}/region/{{name}}/status", e.cuda_shared_memory_status, "shared memory", "CUDA region: not found"),
+        post(f"{cuda}/region/{{name}}/register", e.cuda_shared_memory_register, "shared memory", "Not supported"),
+        post(f"{cuda}/region/{{name}}/unregister", e.cuda_shared_memory_unregister, "shared memory", "Nothing to do"),
+        post(f"{cuda}/unregister", e.cuda_shared_memory_unregister, "shared memory", "Nothing to do"),
     ]
 
 

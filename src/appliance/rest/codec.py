@@ -17,7 +17,8 @@ from numpy.typing import NDArray
 
 from ..core import datatypes
 from ..core.errors import InvalidArgument
-from ..core.types import InferRequest, InferResponse, InputTensor, RequestedOutput
+from ..core.shared_memory import shared_memory_ref
+from ..core.types import InferRequest, InferResponse, InputTensor, RequestedOutput, SharedMemoryInput
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -130,6 +131,7 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
             raise InvalidArgument(f"request parameter '{key}' must be a non-negative integer")
     raw_inputs = _field(doc, "inputs", list, "request")
     inputs = []
+    in_shared_memory = []
     offset = 0
     for index, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
@@ -140,6 +142,16 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
         shape = _shape(item, what)
         tparams = _field(item, "parameters", dict, what, required=False) or {}
         size = tparams.get("binary_data_size")
+        ref = shared_memory_ref(tparams, what)
+        if ref is not None:
+            given = [f for f, there in (("'data'", "data" in item), ("'binary_data_size'", size is not None)) if there]
+            if given:
+                raise InvalidArgument(
+                    "Input must set only one of the following fields: 'data', 'binary_data_size' in 'parameters', "
+                    f"'shared_memory_region' in 'parameters'. But set {' '.join(given)} 'shared_memory_region'"
+                )
+            in_shared_memory.append(SharedMemoryInput(name, datatype.name, shape, ref))
+            continue
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidArgument(f"{what}: binary_data_size must be a non-negative integer")
@@ -168,10 +180,23 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
         if not isinstance(classification, int) or isinstance(classification, bool) or classification < 0:
             raise InvalidArgument(f"output '{name}': classification must be a non-negative integer")
         binary_out = oparams.get("binary_data")
-        outputs.append(
-            RequestedOutput(name, classification, binary_default if binary_out is None else bool(binary_out))
-        )
-    return InferRequest(model, version, request_id, inputs, outputs, priority, timeout, params), binary_default
+        place = shared_memory_ref(oparams, f"output '{name}'")
+        if place is not None and binary_out:
+            raise InvalidArgument("Output can't set both 'shared_memory_region' and 'binary_data'")
+        wants_binary = binary_default if binary_out is None else bool(binary_out)
+        outputs.append(RequestedOutput(name, classification, wants_binary, place))
+    request = InferRequest(
+        model,
+        version,
+        request_id,
+        inputs=inputs,
+        shared_memory_inputs=in_shared_memory,
+        outputs=outputs,
+        priority=priority,
+        timeout_us=timeout,
+        parameters=params,
+    )
+    return request, binary_default
 
 
 def _json_data(array: NDArray[Any]) -> list[Any]:
@@ -192,7 +217,9 @@ def encode_infer_response(
     chunks = []
     for tensor in response.outputs:
         entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
-        if binary_for.get(tensor.name, binary_default):
+        if tensor.shared_memory is not None:
+            pass  # written into its region; the entry only describes it, as Triton's does
+        elif binary_for.get(tensor.name, binary_default):
             raw = datatypes.to_raw(tensor.data)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)

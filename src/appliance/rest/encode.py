@@ -14,6 +14,7 @@ from ..core.metadata import (
     Duration,
     ModelMetadata,
     ModelStatistics,
+    RegionStatus,
     RepositoryModel,
     ServerMetadata,
     TensorMetadata,
@@ -135,3 +136,7 @@ def _fix_int64(message: Message, data: dict[str, Any]) -> dict[str, Any]:
         elif fd.type in _INT64_TYPES:
             data[fd.name] = [int(v) for v in data[fd.name]] if _repeated(fd) else int(data[fd.name])
     return data
+
+
+def region_status_json(regions: list[RegionStatus]) -> list[dict[str, Any]]:
+    return [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]

@@ -23,6 +23,7 @@ from .encode import (
     model_config_json,
     model_metadata_json,
     model_statistics_json,
+    region_status_json,
     repository_index_json,
     server_metadata_json,
 )
@@ -155,6 +156,44 @@ class Endpoints:
             headers["Content-Encoding"] = encoding
         media = "application/octet-stream" if header_length is not None else "application/json"
         return Response(payload, headers=headers, media_type=media)
+
+    # -- shared memory ---------------------------------------------------------------------------
+
+    async def system_shared_memory_status(self, name: str = "") -> JSONResponse:
+        return JSONResponse(region_status_json(self._dp.system_shared_memory_status(name)))
+
+    async def system_shared_memory_register(self, name: str, request: Request) -> Response:
+        doc = await self._json_body(request)
+        key = doc.get("key")
+        if key is None:
+            raise InvalidArgument("Shared memory register request has no 'key' field")
+        if not isinstance(key, str):
+            raise InvalidArgument("'key' must be a string")
+        sizes = []
+        for field, default in (("offset", 0), ("byte_size", None)):
+            value = doc.get(field, default)
+            if value is None:
+                raise InvalidArgument(f"Shared memory register request has no '{field}' field")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidArgument(f"'{field}' must be a non-negative integer")
+            sizes.append(value)
+        self._dp.register_system_shared_memory(name, key, sizes[0], sizes[1])
+        return Response(status_code=200)
+
+    async def system_shared_memory_unregister(self, request: Request, name: str = "") -> Response:
+        await self._json_body(request)
+        self._dp.unregister_system_shared_memory(name)
+        return Response(status_code=200)
+
+    async def cuda_shared_memory_status(self, name: str = "") -> JSONResponse:
+        return JSONResponse(region_status_json(self._dp.cuda_shared_memory_status(name)))
+
+    async def cuda_shared_memory_register(self, name: str) -> Response:
+        self._dp.register_cuda_shared_memory(name)
+        return Response(status_code=200)
+
+    async def cuda_shared_memory_unregister(self, name: str = "") -> Response:
+        return Response(status_code=200)  # nothing is ever registered
 
     # -- repository ------------------------------------------------------------------------------
 
