@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,16 @@ def mapped_keys(server: ServerProcess) -> list[str]:
     return [line.split()[5] for line in maps.splitlines() if "/dev/shm/appliance_test_" in line]
 
 
-def open_fds(server: ServerProcess) -> int:
-    return len(os.listdir(f"/proc/{server.process.pid}/fd"))
+def open_fds(server: ServerProcess) -> list[str]:
+    """The server's open descriptors of shared-memory objects (its sockets come and go with clients)."""
+    folder = f"/proc/{server.process.pid}/fd"
+    targets = []
+    for fd in os.listdir(folder):
+        try:
+            targets.append(os.readlink(f"{folder}/{fd}"))
+        except FileNotFoundError:  # closed meanwhile
+            continue
+    return sorted(t for t in targets if t.startswith("/dev/shm/"))
 
 
 def error_of(call: Any) -> InferenceServerException:
@@ -167,7 +176,6 @@ def test_registering_what_cannot_be_mapped_is_a_client_error_and_maps_nothing(
 ) -> None:
     c = client(server, transport)
     _, key = regions.create("small", 64)
-    c.get_system_shared_memory_status()  # the client's connection is open before counting descriptors
     before = (open_fds(server), mapped_keys(server))
     link = Path(f"/dev/shm/appliance_test_{regions.tag}_link")
     link.symlink_to(f"/dev/shm{key}")
@@ -369,5 +377,54 @@ def test_no_region_or_descriptor_leaks_after_1000_register_unregister_cycles(
             np.testing.assert_array_equal(c.infer("slow", inputs).as_numpy("y"), x)
         c.unregister_system_shared_memory("cycle")
     assert mapped_keys(server) == []
-    assert open_fds(server) <= before + 2  # connections of the two clients may come and go
+    assert open_fds(server) == before
     assert h.get_system_shared_memory_status() == []
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine other than loopback, if it has one (no packet is sent)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            address: str = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_clients_from_the_network_cannot_use_shared_memory(server_factory: Any, tmp_path: Path) -> None:
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no address but loopback to connect from")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    models.write_identity(repo, "FP32", batched=False)
+    server = server_factory(repo, "--http-address", "0.0.0.0", "--grpc-address", "0.0.0.0")
+    regions = Regions()
+    _, key = regions.create("x", 16, np.zeros(4, np.float32))
+    try:
+        for transport in TRANSPORTS:
+            port = server.http_port if transport == "http" else server.grpc_port
+            remote = module(transport).InferenceServerClient(f"{address}:{port}")
+            for call in (
+                partial(remote.register_system_shared_memory, "x", key, 16),
+                remote.get_system_shared_memory_status,
+                remote.unregister_system_shared_memory,
+            ):
+                error = error_of(call)
+                assert "only available to clients on this machine" in error.message()
+                assert error.status() in ("403", "StatusCode.PERMISSION_DENIED")
+            local = client(server, transport)
+            local.register_system_shared_memory("x", key, 16)
+            tensor = module(transport).InferInput("INPUT0", [1, 4], "FP32")
+            tensor.set_shared_memory("x", 16)
+            error = error_of(
+                partial(remote.infer, "identity_fp32_nobatch", [tensor])
+            )  # a region a local client registered
+            assert error.status() in ("403", "StatusCode.PERMISSION_DENIED")
+            np.testing.assert_array_equal(local.infer("identity_fp32_nobatch", [tensor]).as_numpy("OUTPUT0"), 0)
+            local.unregister_system_shared_memory()
+    finally:
+        regions.destroy()

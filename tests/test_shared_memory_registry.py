@@ -107,3 +107,51 @@ def test_the_number_of_regions_is_bounded(key: str, monkeypatch: pytest.MonkeyPa
 def test_region_parameters_are_checked(params: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         shared_memory.shared_memory_ref(params, "input 'x'")
+
+
+# -- only for clients on this machine --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        (None, True),  # a Unix socket
+        ("10.0.0.5", False),
+        ("fe80::1", False),
+        ("::ffff:192.168.1.2", False),
+        ("not-an-address", False),
+    ],
+)
+def test_which_clients_are_local(host: str | None, local: bool) -> None:
+    assert shared_memory.is_local_client(host) is local
+
+
+class PeerOf:
+    """A stand-in for grpc's servicer context, which only a live call can make: just its ``peer()``."""
+
+    def __init__(self, peer: str) -> None:
+        self._peer = peer
+
+    def peer(self) -> str:
+        return self._peer
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        ("ipv4:127.0.0.1:50051", True),
+        ("ipv6:[::1]:50051", True),
+        ("unix:/run/appliance/grpc.sock", True),
+        ("ipv4:192.168.1.20:50051", False),
+        ("ipv6:[2001:db8::1]:443", False),
+        ("", False),
+    ],
+)
+def test_grpc_peers(peer: str, local: bool) -> None:
+    from appliance.grpc.service import local_client
+
+    assert local_client(PeerOf(peer)) is local

@@ -18,7 +18,7 @@ from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryMo
 from .model import State
 from .model_config import ModelConfig
 from .repository import LoadOptions, ModelRepository
-from .shared_memory import SharedMemoryRegistry, cuda_unsupported
+from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
 from .types import InferRequest, InferResponse
 
@@ -176,13 +176,18 @@ class DataPlane:
 
     # -- shared memory ---------------------------------------------------------------------------
 
-    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int) -> None:
+    # Every call says whether its client is on this machine (:func:`~.shared_memory.require_local_client`).
+
+    def register_system_shared_memory(self, name: str, key: str, offset: int, byte_size: int, local: bool) -> None:
+        require_local_client(local)
         self.shared_memory.register(name, key, offset, byte_size)
 
-    def unregister_system_shared_memory(self, name: str = "") -> None:
+    def unregister_system_shared_memory(self, name: str, local: bool) -> None:
+        require_local_client(local)
         self.shared_memory.unregister(name)
 
-    def system_shared_memory_status(self, name: str = "") -> list[RegionStatus]:
+    def system_shared_memory_status(self, name: str, local: bool) -> list[RegionStatus]:
+        require_local_client(local)
         return self.shared_memory.status(name)
 
     def register_cuda_shared_memory(self, name: str) -> None:
@@ -204,8 +209,9 @@ class DataPlane:
         self._inflight += 1
         self._idle.clear()
         try:
-            if not (request.shared_memory_inputs or any(o.shared_memory for o in request.outputs)):
+            if not request.uses_shared_memory():
                 return await served.infer(request)
+            require_local_client(request.local_client)
             with self.shared_memory.lease(request) as lease:
                 lease.read_inputs()
                 response = await served.infer(request)

@@ -22,6 +22,7 @@ class Status(enum.Enum):
     TOO_LARGE = "too_large"
     ALREADY_EXISTS = "already_exists"
     UNSUPPORTED = "unsupported"
+    PERMISSION_DENIED = "permission_denied"
     INTERNAL = "internal"
 
 
@@ -53,6 +54,10 @@ class AlreadyExists(InferenceError):
 
 class Unsupported(InferenceError):
     status = Status.UNSUPPORTED
+
+
+class PermissionDenied(InferenceError):
+    status = Status.PERMISSION_DENIED
 
 
 # Triton's own texts for a model or version that cannot serve (its model_repository_manager and model_lifecycle):

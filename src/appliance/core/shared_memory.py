@@ -17,6 +17,7 @@ while the lease is held.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import mmap
 import os
@@ -30,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import datatypes
-from .errors import AlreadyExists, InvalidArgument, NotFound, TooLarge, Unsupported
+from .errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, TooLarge, Unsupported
 from .metadata import RegionStatus
 from .types import InferRequest, InferResponse, InputTensor, SharedMemoryRef
 
@@ -45,6 +46,29 @@ MAX_REGIONS = 256
 PARAM_REGION = "shared_memory_region"
 PARAM_OFFSET = "shared_memory_offset"
 PARAM_BYTE_SIZE = "shared_memory_byte_size"
+
+
+def is_local_client(host: str | None) -> bool:
+    """Whether a peer is on this machine: a loopback address, or ``None`` for a transport without addresses
+    (a Unix socket)."""
+    if host is None:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def require_local_client(local: bool) -> None:
+    """System shared memory is memory of this machine: a remote client has no use for it, and could otherwise
+    map, read or overwrite the shared-memory objects of local processes."""
+    if not local:
+        raise PermissionDenied(
+            "system shared memory is only available to clients on this machine (loopback or a Unix socket)"
+        )
 
 
 def shared_memory_ref(params: Mapping[str, Any], what: str) -> SharedMemoryRef | None:

@@ -54,6 +54,11 @@ class InferRequest:
     priority: int = 0  # Triton schedule-policy extension; 0 is the model's default level
     timeout_us: int = 0  # Triton schedule-policy extension; 0 is the model's default
     parameters: dict[str, Any] = field(default_factory=dict)
+    # Whether the client is on this machine; the adapters find out only for requests that use shared memory
+    local_client: bool = False
+
+    def uses_shared_memory(self) -> bool:
+        return bool(self.shared_memory_inputs) or any(o.shared_memory is not None for o in self.outputs)
 
 
 @dataclass(slots=True)

@@ -13,6 +13,8 @@ from tritonclient.grpc import service_pb2 as pb
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, Status
+from ..core.shared_memory import is_local_client
+from ..core.types import InferRequest
 from .codec import decode_infer_request, encode_infer_response, parameter_value
 from .encode import (
     model_metadata_message,
@@ -36,8 +38,29 @@ GRPC_STATUS = {
     Status.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+
+def local_client(context: Any) -> bool:
+    """From grpc's peer string: ``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:/run/x.sock``."""
+    peer: str = context.peer() or ""
+    scheme, _, address = peer.partition(":")
+    if scheme.startswith("unix"):
+        return True
+    if scheme == "ipv6":
+        return is_local_client(address.rpartition("]")[0].lstrip("["))
+    if scheme == "ipv4":
+        return is_local_client(address.rpartition(":")[0])
+    return False
+
+
+def _decode(message: pb.ModelInferRequest, context: Any) -> InferRequest:
+    request = decode_infer_request(message)
+    if request.uses_shared_memory():
+        request.local_client = local_client(context)
+    return request
 
 
 class InferenceService:
@@ -89,18 +112,21 @@ class InferenceService:
     async def SystemSharedMemoryStatus(
         self, request: pb.SystemSharedMemoryStatusRequest, context: Any
     ) -> pb.SystemSharedMemoryStatusResponse:
-        return system_shared_memory_status_message(self._dp.system_shared_memory_status(request.name))
+        regions = self._dp.system_shared_memory_status(request.name, local_client(context))
+        return system_shared_memory_status_message(regions)
 
     async def SystemSharedMemoryRegister(
         self, request: pb.SystemSharedMemoryRegisterRequest, context: Any
     ) -> pb.SystemSharedMemoryRegisterResponse:
-        self._dp.register_system_shared_memory(request.name, request.key, request.offset, request.byte_size)
+        self._dp.register_system_shared_memory(
+            request.name, request.key, request.offset, request.byte_size, local_client(context)
+        )
         return pb.SystemSharedMemoryRegisterResponse()
 
     async def SystemSharedMemoryUnregister(
         self, request: pb.SystemSharedMemoryUnregisterRequest, context: Any
     ) -> pb.SystemSharedMemoryUnregisterResponse:
-        self._dp.unregister_system_shared_memory(request.name)
+        self._dp.unregister_system_shared_memory(request.name, local_client(context))
         return pb.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryStatus(
@@ -121,7 +147,7 @@ class InferenceService:
         return pb.CudaSharedMemoryUnregisterResponse()  # nothing is ever registered
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        response = await self._dp.infer(decode_infer_request(request))
+        response = await self._dp.infer(_decode(request, context))
         return encode_infer_response(response)
 
     async def ModelStreamInfer(
@@ -136,7 +162,7 @@ class InferenceService:
                 results.put_nowait(pb.ModelStreamInferResponse(error_message=message.message))
                 return
             try:
-                response = encode_infer_response(await self._dp.infer(decode_infer_request(message)))
+                response = encode_infer_response(await self._dp.infer(_decode(message, context)))
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except InferenceError as exc:
                 error = pb.ModelStreamInferResponse(error_message=exc.message)

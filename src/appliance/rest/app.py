@@ -30,6 +30,7 @@ HTTP_STATUS = {
     Status.TOO_LARGE: 413,
     Status.ALREADY_EXISTS: 400,  # as Triton answers it
     Status.UNSUPPORTED: 400,
+    Status.PERMISSION_DENIED: 403,
     Status.INTERNAL: 500,
 }
 

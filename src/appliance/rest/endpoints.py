@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InvalidArgument, TooLarge
+from ..core.shared_memory import is_local_client
 from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response, json_object
 from .encode import (
     model_config_json,
@@ -68,6 +69,10 @@ def compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     if "deflate" in accept:
         return zlib.compress(body, 1), "deflate"
     return body, None
+
+
+def local_client(request: Request) -> bool:
+    return is_local_client(request.client.host if request.client else None)
 
 
 class Endpoints:
@@ -126,6 +131,8 @@ class Endpoints:
         infer_request, binary_default = decode_infer_request(
             body, int(header) if header is not None else None, model, version
         )
+        if infer_request.uses_shared_memory():
+            infer_request.local_client = local_client(request)
         task = asyncio.ensure_future(self._dp.infer(infer_request))
         # A client that disconnects cancels its request: it is dropped if it has not reached a batch yet.
         watcher = asyncio.ensure_future(request.receive())
@@ -159,8 +166,9 @@ class Endpoints:
 
     # -- shared memory ---------------------------------------------------------------------------
 
-    async def system_shared_memory_status(self, name: str = "") -> JSONResponse:
-        return JSONResponse(region_status_json(self._dp.system_shared_memory_status(name)))
+    async def system_shared_memory_status(self, request: Request, name: str = "") -> JSONResponse:
+        regions = self._dp.system_shared_memory_status(name, local_client(request))
+        return JSONResponse(region_status_json(regions))
 
     async def system_shared_memory_register(self, name: str, request: Request) -> Response:
         doc = await self._json_body(request)
@@ -177,12 +185,12 @@ class Endpoints:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidArgument(f"'{field}' must be a non-negative integer")
             sizes.append(value)
-        self._dp.register_system_shared_memory(name, key, sizes[0], sizes[1])
+        self._dp.register_system_shared_memory(name, key, sizes[0], sizes[1], local_client(request))
         return Response(status_code=200)
 
     async def system_shared_memory_unregister(self, request: Request, name: str = "") -> Response:
         await self._json_body(request)
-        self._dp.unregister_system_shared_memory(name)
+        self._dp.unregister_system_shared_memory(name, local_client(request))
         return Response(status_code=200)
 
     async def cuda_shared_memory_status(self, name: str = "") -> JSONResponse:
