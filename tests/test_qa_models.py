@@ -1,0 +1,189 @@
+"""Triton's QA add_sub models (issue 8): the ONNX set of ``gen_qa_models.py`` (``tests/support/qa_models.py``), BYTES
+models and every version policy included, served by one real ``appliance serve`` and checked with the real
+``tritonclient`` over both transports: per model, readiness of each version under its policy and the metadata;
+per served version, the results of every output and of each output alone against numpy; per version on disk that
+the policy does not serve, Triton's error text. Test ids name the model, the version and the transport."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.support.appliance import ServerProcess, running_server
+from tests.support.models import DATATYPES
+from tests.support.qa_models import SIZE, QaModel, inputs, qa_models, write_qa_repository
+
+MODELS = qa_models()
+TRANSPORTS = ["http", "grpc"]
+BATCH = 3
+
+by_model = pytest.mark.parametrize("model", [pytest.param(m, id=m.name) for m in MODELS])
+by_served_version = pytest.mark.parametrize(
+    ("model", "version"), [pytest.param(m, v, id=f"{m.name}-v{v}") for m in MODELS for v in m.served]
+)
+by_unserved_version = pytest.mark.parametrize(
+    ("model", "version"), [pytest.param(m, v, id=f"{m.name}-v{v}") for m in MODELS for v in m.not_served]
+)
+by_transport = pytest.mark.parametrize("transport", TRANSPORTS)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    repo = tmp_path_factory.mktemp("qa") / "repo"
+    write_qa_repository(repo)
+    with running_server(repo, repo.parent / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def clients(server: ServerProcess) -> Iterator[dict[str, Any]]:
+    """One client per transport for the whole module."""
+    made = {"http": server.http(), "grpc": server.grpc()}
+    yield made
+    for client in made.values():
+        client.close()
+
+
+def infer(
+    client: Any, transport: str, model: QaModel, version: int | None, outputs: list[str] | None, seed: int
+) -> tuple[dict[str, np.ndarray | None], dict[str, Any], dict[str, np.ndarray]]:
+    """One request; returns each output as numpy (None if not in the response), the response's JSON and what
+    numpy expects of every output. With ``outputs``, HTTP sends and receives JSON; without, binary."""
+    module: Any = grpcclient if transport == "grpc" else httpclient
+    in0, in1 = inputs(model, BATCH, seed)
+    tensors = []
+    for name, data in (("INPUT0", in0), ("INPUT1", in1)):
+        tensor = module.InferInput(name, list(data.shape), model.input)
+        if transport == "http":
+            tensor.set_data_from_numpy(data, binary_data=outputs is None)
+        else:
+            tensor.set_data_from_numpy(data)
+        tensors.append(tensor)
+    requested = None
+    if outputs is not None:
+        if transport == "http":
+            requested = [module.InferRequestedOutput(name, binary_data=False) for name in outputs]
+        else:
+            requested = [module.InferRequestedOutput(name) for name in outputs]
+    result = client.infer(model.name, tensors, model_version="" if version is None else str(version), outputs=requested)
+    response = result.get_response() if transport == "http" else result.get_response(as_json=True)
+    got = {name: _as_bytes(result.as_numpy(name)) for name in model.outputs}
+    served = version if version is not None else max(model.served)
+    return got, response, model.expected(served, in0, in1)
+
+
+def _as_bytes(array: np.ndarray | None) -> np.ndarray | None:
+    """BYTES received as JSON come back as str; as bytes, like binary ones, for comparing."""
+    if array is None or array.dtype != object:
+        return array
+    return np.array([v.encode() if isinstance(v, str) else v for v in array.reshape(-1)], object).reshape(array.shape)
+
+
+def check_output(model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray) -> None:
+    assert got is not None, f"{name} missing from the response"
+    assert got.dtype == expected.dtype, f"{name}: {got.dtype} returned, {expected.dtype} expected"
+    assert list(got.shape) == model.shape(BATCH)
+    np.testing.assert_array_equal(got, expected, err_msg=name)
+
+
+# -- readiness and metadata, per model -------------------------------------------------------------
+
+
+@by_transport
+@by_model
+def test_each_version_is_ready_as_the_policy_says(clients: dict[str, Any], model: QaModel, transport: str) -> None:
+    client = clients[transport]
+    assert client.is_model_ready(model.name)
+    readiness = {v: client.is_model_ready(model.name, str(v)) for v in (1, 2, 3, 4)}
+    assert readiness == {v: v in model.served for v in (1, 2, 3, 4)}, f"policy {model.policy}"
+
+
+@by_transport
+@by_model
+def test_metadata_names_types_shapes_and_served_versions(
+    clients: dict[str, Any], model: QaModel, transport: str
+) -> None:
+    client = clients[transport]
+    meta = (
+        client.get_model_metadata(model.name)
+        if transport == "http"
+        else client.get_model_metadata(model.name, as_json=True)
+    )
+    assert meta["name"] == model.name
+    assert meta["versions"] == [str(v) for v in model.served]
+    assert meta["platform"] == "onnxruntime_onnx"
+    shape = [-1, SIZE] if model.batched else [SIZE]
+    tensors = {(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in meta["inputs"] + meta["outputs"]}
+    assert tensors == {
+        ("INPUT0", model.input, tuple(shape)),
+        ("INPUT1", model.input, tuple(shape)),
+        ("OUTPUT0", model.output0, tuple(shape)),
+        ("OUTPUT1", model.output1, tuple(shape)),
+    }
+    config = (
+        client.get_model_config(model.name)
+        if transport == "http"
+        else client.get_model_config(model.name, as_json=True)["config"]
+    )
+    assert int(config.get("max_batch_size", 0)) == (8 if model.batched else 0)
+    types = {t["name"]: t["data_type"] for t in config["input"] + config["output"]}
+    assert types == {
+        "INPUT0": DATATYPES[model.input][2],
+        "INPUT1": DATATYPES[model.input][2],
+        "OUTPUT0": DATATYPES[model.output0][2],
+        "OUTPUT1": DATATYPES[model.output1][2],
+    }
+
+
+# -- inference, per served version -----------------------------------------------------------------
+
+
+@by_transport
+@by_served_version
+def test_a_served_version_adds_and_subtracts(
+    clients: dict[str, Any], model: QaModel, version: int, transport: str
+) -> None:
+    got, response, expected = infer(clients[transport], transport, model, version, None, seed=version)
+    assert response["model_name"] == model.name and response["model_version"] == str(version)
+    for name in model.outputs:
+        check_output(model, name, got[name], expected[name])
+
+
+@by_transport
+@by_served_version
+def test_a_requested_output_comes_alone(clients: dict[str, Any], model: QaModel, version: int, transport: str) -> None:
+    for name in model.outputs:
+        got, response, expected = infer(clients[transport], transport, model, version, [name], seed=10 + version)
+        assert [o["name"] for o in response["outputs"]] == [name]
+        check_output(model, name, got[name], expected[name])
+
+
+@by_transport
+@by_model
+def test_no_version_given_is_served_by_the_latest_served(
+    clients: dict[str, Any], model: QaModel, transport: str
+) -> None:
+    got, response, expected = infer(clients[transport], transport, model, None, None, seed=20)
+    assert response["model_version"] == str(max(model.served))
+    for name in model.outputs:
+        check_output(model, name, got[name], expected[name])
+
+
+# -- versions on disk that the policy does not serve -----------------------------------------------
+
+
+@by_transport
+@by_unserved_version
+def test_a_version_the_policy_does_not_serve_gets_tritons_text(
+    clients: dict[str, Any], model: QaModel, version: int, transport: str
+) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        infer(clients[transport], transport, model, version, None, seed=0)
+    assert info.value.status() in ("404", "StatusCode.NOT_FOUND")
+    assert info.value.message() == f"Request for unknown model: '{model.name}' version {version} is not found"
