@@ -51,7 +51,13 @@ def clients(server: ServerProcess) -> Iterator[dict[str, Any]]:
 
 
 def infer(
-    client: Any, transport: str, model: QaModel, version: int | None, outputs: list[str] | None, seed: int
+    client: Any,
+    transport: str,
+    model: QaModel,
+    version: int | None,
+    outputs: list[str] | None,
+    seed: int,
+    class_count: int = 0,
 ) -> tuple[dict[str, np.ndarray | None], dict[str, Any], dict[str, np.ndarray]]:
     """One request; returns each output as numpy (None if not in the response), the response's JSON and what
     numpy expects of every output. With ``outputs``, HTTP sends and receives JSON; without, binary."""
@@ -68,9 +74,11 @@ def infer(
     requested = None
     if outputs is not None:
         if transport == "http":
-            requested = [module.InferRequestedOutput(name, binary_data=False) for name in outputs]
+            requested = [
+                module.InferRequestedOutput(name, binary_data=False, class_count=class_count) for name in outputs
+            ]
         else:
-            requested = [module.InferRequestedOutput(name) for name in outputs]
+            requested = [module.InferRequestedOutput(name, class_count=class_count) for name in outputs]
     result = client.infer(model.name, tensors, model_version="" if version is None else str(version), outputs=requested)
     response = result.get_response() if transport == "http" else result.get_response(as_json=True)
     got = {name: _as_bytes(result.as_numpy(name)) for name in model.outputs}
@@ -173,6 +181,48 @@ def test_no_version_given_is_served_by_the_latest_served(
     assert response["model_version"] == str(max(model.served))
     for name in model.outputs:
         check_output(model, name, got[name], expected[name])
+
+
+# -- classification (Triton's QA asks OUTPUT0, which has labels, for its top classes) -------------------
+
+CLASSES = 3
+NO_CLASSES = {"FP16", "BOOL", "BYTES"}  # Triton: "class result not available for output due to unsupported type"
+
+
+def top_classes(values: np.ndarray, labelled: bool) -> list[list[bytes]]:
+    """Triton's classification of each row: "score:index[:label]", the highest first, the score as C++'s
+    std::to_string writes it (integers as integers, floats with six decimals); equal scores by index."""
+    rows = values.reshape(values.shape[0] if values.ndim > 1 else 1, -1)
+    classified = []
+    for row in rows:
+        order = sorted(range(row.size), key=lambda i: row[i], reverse=True)[:CLASSES]
+        texts = []
+        for index in order:
+            score = str(int(row[index])) if row.dtype.kind in "iu" else f"{float(row[index]):f}"
+            texts.append(f"{score}:{index}{f':label{index}' if labelled else ''}".encode())
+        classified.append(texts)
+    return classified
+
+
+@by_transport
+@by_model
+def test_class_count_gives_tritons_top_classes(clients: dict[str, Any], model: QaModel, transport: str) -> None:
+    for name, datatype in model.outputs.items():
+        if datatype in NO_CLASSES:
+            with pytest.raises(InferenceServerException) as info:
+                infer(clients[transport], transport, model, None, [name], seed=30, class_count=CLASSES)
+            assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+            assert f"class result not available for output due to unsupported type '{datatype}'" in (
+                info.value.message()
+            )
+            continue
+        got, response, expected = infer(
+            clients[transport], transport, model, None, [name], seed=30, class_count=CLASSES
+        )
+        classes = got[name]
+        assert classes is not None and classes.dtype == object
+        want = top_classes(expected[name], labelled=name == "OUTPUT0")
+        assert classes.tolist() == (want if model.batched else want[0]), name
 
 
 # -- versions on disk that the policy does not serve -----------------------------------------------

@@ -40,6 +40,9 @@ from .types import InferRequest, InferResponse, OutputTensor
 
 log = logging.getLogger(__name__)
 
+# Output datatypes Triton has no classification of (its TopkClassifications: "unsupported type").
+_NO_CLASSIFICATION = frozenset({"FP16", "BOOL", "BYTES"})
+
 
 class State(str, enum.Enum):
     """Model version states, spelled as Triton's repository index spells them."""
@@ -156,6 +159,9 @@ class ModelVersion(abc.ABC):
                 )
             if requested.classification < 0:
                 raise InvalidArgument(f"output '{requested.name}': classification must be positive")
+            datatype = self._outputs_by_name[requested.name].datatype.name
+            if requested.classification and datatype in _NO_CLASSIFICATION:
+                raise InvalidArgument(f"class result not available for output due to unsupported type '{datatype}'")
         return inputs, batch_size, tuple(shape_key) if shape_key else None
 
     async def infer(self, request: InferRequest) -> InferResponse:
@@ -196,15 +202,21 @@ class ModelVersion(abc.ABC):
 
     @staticmethod
     def _classify(array: NDArray[Any], top: int, labels: list[str] | None, batched: bool) -> NDArray[Any]:
-        """Triton's classification extension: the top N as "score:index[:label]" strings."""
+        """Triton's classification extension: the top N as "score:index[:label]" strings, the score as Triton's
+        std::to_string writes it (an integer as an integer, a float with six decimals). Sorted in the output's own
+        type, so 64-bit integers keep their order; equal scores by index."""
         rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
-        top = min(top, rows.shape[1])
+        count = rows.shape[1]
+        top = min(top, count)
+        integers = array.dtype.kind in "iu"
         out = np.empty((rows.shape[0], top), dtype=object)
         for r, row in enumerate(rows):
-            order = np.argsort(-row.astype(np.float64), kind="stable")[:top]
+            # A stable ascending sort of the reversed row, read backwards: descending, equal scores by index.
+            order = count - 1 - np.argsort(row[::-1], kind="stable")[::-1][:top]
             for c, index in enumerate(order):
                 label = f":{labels[index]}" if labels and index < len(labels) else ""
-                out[r, c] = f"{float(row[index]):f}:{index}{label}".encode()
+                score = str(int(row[index])) if integers else f"{float(row[index]):f}"
+                out[r, c] = f"{score}:{index}{label}".encode()
         return out if batched else out[0]
 
     # -- metadata --------------------------------------------------------------------------------
