@@ -93,10 +93,10 @@ def _as_bytes(array: np.ndarray | None) -> np.ndarray | None:
     return np.array([v.encode() if isinstance(v, str) else v for v in array.reshape(-1)], object).reshape(array.shape)
 
 
-def check_output(model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray) -> None:
+def check_output(model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray, batch: int = BATCH) -> None:
     assert got is not None, f"{name} missing from the response"
     assert got.dtype == expected.dtype, f"{name}: {got.dtype} returned, {expected.dtype} expected"
-    assert list(got.shape) == model.shape(BATCH)
+    assert list(got.shape) == model.shape(batch)
     np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
@@ -223,6 +223,75 @@ def test_class_count_gives_tritons_top_classes(clients: dict[str, Any], model: Q
         assert classes is not None and classes.dtype == object
         want = top_classes(expected[name], labelled=name == "OUTPUT0")
         assert classes.tolist() == (want if model.batched else want[0]), name
+
+
+# -- requests the model cannot take get Triton's texts ----------------------------------------------
+
+NOTE = (
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be prepended to each "
+    "input shape. If you want to specify the full shape including the batch dim in your input dims config, try "
+    "setting max_batch_size to zero. See the model configuration docs for more info on max_batch_size."
+)
+
+
+def send(client: Any, transport: str, model: QaModel, arrays: dict[str, tuple[str, np.ndarray]]) -> Any:
+    """Infer with the given (datatype, data) per input name, whatever the model expects."""
+    module: Any = grpcclient if transport == "grpc" else httpclient
+    tensors = []
+    for name, (datatype, data) in arrays.items():
+        tensor = module.InferInput(name, list(data.shape), datatype)
+        tensor.set_data_from_numpy(data)
+        tensors.append(tensor)
+    return client.infer(model.name, tensors)
+
+
+def refused(call: Any) -> str:
+    with pytest.raises(InferenceServerException) as info:
+        call()
+    assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), info.value.message()
+    return str(info.value.message())
+
+
+@by_transport
+@by_model
+def test_bad_requests_get_tritons_texts(clients: dict[str, Any], model: QaModel, transport: str) -> None:
+    client = clients[transport]
+    where = "[request id: <id_unknown>] "
+    in0, in1 = inputs(model, BATCH, seed=40)
+    if model.batched:  # the largest batch serves; one more does not
+        big0, big1 = inputs(model, 8, seed=41)
+        result = send(client, transport, model, {"INPUT0": (model.input, big0), "INPUT1": (model.input, big1)})
+        expected = model.expected(max(model.served), big0, big1)
+        for name in model.outputs:
+            check_output(model, name, _as_bytes(result.as_numpy(name)), expected[name], batch=8)
+        over0, over1 = (np.concatenate([x, x[:1]]) for x in (big0, big1))
+        text = refused(
+            lambda: send(client, transport, model, {"INPUT0": (model.input, over0), "INPUT1": (model.input, over1)})
+        )
+        assert text == (
+            f"{where}inference request batch-size must be <= 8 for '{model.name}' (input 'INPUT0' has shape [9,16])"
+        )
+    short = in0[..., :-1]
+    text = refused(
+        lambda: send(client, transport, model, {"INPUT0": (model.input, short), "INPUT1": (model.input, in1)})
+    )
+    expected_dims, got_dims = ("[-1,16]", f"[{BATCH},15]") if model.batched else ("[16]", "[15]")
+    assert text == (
+        f"{where}unexpected shape for input 'INPUT0' for model '{model.name}'. Expected {expected_dims}, got "
+        f"{got_dims}. {NOTE if model.batched else ''}"
+    )
+    other = "FP64" if model.input != "FP64" else "FP32"
+    wrong = in1.astype(DATATYPES[other][1]) if model.input != "BYTES" else np.zeros(in1.shape, np.float64)
+    text = refused(lambda: send(client, transport, model, {"INPUT0": (model.input, in0), "INPUT1": (other, wrong)}))
+    assert (
+        text
+        == f"{where}inference input 'INPUT1' data-type is '{other}', but model '{model.name}' expects '{model.input}'"
+    )
+    text = refused(lambda: send(client, transport, model, {"INPUT0": (model.input, in0)}))
+    assert text == (
+        f"{where}expected 2 inputs but got 1 inputs for model '{model.name}'. Got inputs ['INPUT0'], but missing "
+        "required inputs ['INPUT1']. Please provide all required inputs."
+    )
 
 
 # -- versions on disk that the policy does not serve -----------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,8 @@ class ModelVersion(abc.ABC):
         inputs: dict[str, NDArray[Any]] = {}
         batch_size = 1
         shape_key: list[tuple[int, ...]] = []
+        # Triton's texts where it has one (its InferenceRequest::Normalize), "[request id: ...] " first as there.
+        where = f"[request id: {request.id or '<id_unknown>'}] "
         for tensor in request.inputs:
             check = self._checks.get(tensor.name)
             if check is None:
@@ -121,25 +124,33 @@ class ModelVersion(abc.ABC):
             spec = check.spec
             if tensor.datatype != spec.datatype.name:
                 raise InvalidArgument(
-                    f"input '{tensor.name}': datatype {tensor.datatype} does not match the model's {spec.datatype.name}"
+                    f"{where}inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
+                    f"'{self.name}' expects '{spec.datatype.name}'"
                 )
             shape = tensor.shape
             item = shape[1:] if batched else shape
-            if batched and (not shape or shape[0] < 1 or shape[0] > self.max_batch_size):
+            if batched and not shape:
                 raise InvalidArgument(
-                    f"input '{tensor.name}': shape {list(shape)} must start with a batch size in "
-                    f"1..{self.max_batch_size}, followed by {list(spec.dims)}"
+                    f"{where}input '{tensor.name}' has no shape but model requires batch dimension for '{self.name}'"
                 )
-            if not (item == check.dims if check.fixed else _matches(item, check.dims)):
-                expected = ([-1] if batched else []) + list(spec.dims)
+            if batched and inputs and shape[0] != batch_size:
                 raise InvalidArgument(
-                    f"input '{tensor.name}': shape {list(shape)} does not match the model's {expected}"
+                    f"{where}input '{tensor.name}' batch size does not match other inputs for '{self.name}'"
+                )
+            if batched and shape[0] > self.max_batch_size:
+                raise InvalidArgument(
+                    f"{where}inference request batch-size must be <= {self.max_batch_size} for '{self.name}' "
+                    f"(input '{tensor.name}' has shape {_dims(shape)})"
+                )
+            if batched and shape[0] < 1:
+                raise InvalidArgument(f"{where}input '{tensor.name}': batch size {shape[0]} is not at least 1")
+            if not (item == check.dims if check.fixed else _matches(item, check.dims)):
+                raise InvalidArgument(
+                    f"{where}unexpected shape for input '{tensor.name}' for model '{self.name}'. Expected "
+                    f"{_dims(([-1] if batched else []) + list(spec.dims))}, got {_dims(shape)}. "
+                    + (_IMPLICIT_BATCH_NOTE if batched else "")
                 )
             if batched:
-                if inputs and shape[0] != batch_size:
-                    raise InvalidArgument(
-                        f"input '{tensor.name}': batch size {shape[0]} differs from the other inputs' {batch_size}"
-                    )
                 batch_size = shape[0]
             data = tensor.data
             if spec.reshape is not None:
@@ -150,7 +161,16 @@ class ModelVersion(abc.ABC):
         if len(inputs) < len(self._required):
             missing = [n for n in self._required if n not in inputs]
             if missing:
-                raise InvalidArgument(f"missing input {', '.join(repr(n) for n in missing)} for model '{self.name}'")
+                expected = (
+                    f"{len(self.inputs)} inputs"
+                    if len(self._required) == len(self.inputs)
+                    else f"number of inputs between {len(self._required)} and {len(self.inputs)}"
+                )
+                raise InvalidArgument(
+                    f"{where}expected {expected} but got {len(inputs)} inputs for model '{self.name}'. Got inputs "
+                    f"{_names(inputs)}, but missing required inputs {_names(missing)}. Please provide all required "
+                    "inputs."
+                )
         for requested in request.outputs:
             if requested.name not in self._outputs_by_name:
                 raise InvalidArgument(
@@ -347,6 +367,23 @@ def serve(
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims))
+
+
+def _names(names: Iterable[str]) -> str:
+    """Input names as Triton lists them in its errors: ``['INPUT0','INPUT1']``."""
+    return "[" + ",".join(f"'{n}'" for n in names) + "]"
+
+
+def _dims(dims: Sequence[int]) -> str:
+    """A shape as Triton writes it in its errors: ``[-1,16]``."""
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+_IMPLICIT_BATCH_NOTE = (
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to be prepended to each "
+    "input shape. If you want to specify the full shape including the batch dim in your input dims config, try "
+    "setting max_batch_size to zero. See the model configuration docs for more info on max_batch_size."
+)
 
 
 # -- warm-up -------------------------------------------------------------------------------------
