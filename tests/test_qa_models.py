@@ -1,11 +1,13 @@
-"""Triton's QA add_sub models (issue 8): the ONNX set of ``gen_qa_models.py`` (``tests/support/qa_models.py``), BYTES
-models and every version policy included, served by one real ``appliance serve`` and checked with the real
-``tritonclient`` over both transports: per model, readiness of each version under its policy and the metadata;
-per served version, the results of every output and of each output alone against numpy; per version on disk that
-the policy does not serve, Triton's error text. Test ids name the model, the version and the transport."""
+"""Triton's QA add_sub models (issue 8): the ONNX sets of ``gen_qa_models.py`` (``tests/support/qa_models.py``),
+BYTES models and every version policy included, each set served by one real ``appliance serve`` and checked with
+the real ``tritonclient`` over both transports: per model, readiness of each version under its policy, the
+metadata, the top classes, Triton's texts for requests the model cannot take; per served version, the results of
+every output and of each output alone against numpy; per version on disk that the policy does not serve, Triton's
+error text; the variable-shape set at several shapes. Test ids name the model, the version and the transport."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,11 +17,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.appliance import ServerProcess, running_server
+from tests.support.appliance import running_server
 from tests.support.models import DATATYPES
 from tests.support.qa_models import SIZE, QaModel, inputs, qa_models, write_qa_repository
 
 MODELS = qa_models()
+VARIABLE_MODELS = qa_models(variable=True)
 TRANSPORTS = ["http", "grpc"]
 BATCH = 3
 
@@ -30,24 +33,32 @@ by_served_version = pytest.mark.parametrize(
 by_unserved_version = pytest.mark.parametrize(
     ("model", "version"), [pytest.param(m, v, id=f"{m.name}-v{v}") for m in MODELS for v in m.not_served]
 )
+by_variable_model = pytest.mark.parametrize("model", [pytest.param(m, id=m.name) for m in VARIABLE_MODELS])
 by_transport = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    repo = tmp_path_factory.mktemp("qa") / "repo"
-    write_qa_repository(repo)
-    with running_server(repo, repo.parent / "server.log") as running:
-        yield running
+@contextlib.contextmanager
+def serving(tmp_path_factory: pytest.TempPathFactory, variable: bool) -> Iterator[dict[str, Any]]:
+    """``appliance serve`` over a repository of one set; one client per transport for the whole module."""
+    repo = tmp_path_factory.mktemp("qa_variable" if variable else "qa") / "repo"
+    write_qa_repository(repo, variable)
+    with running_server(repo, repo.parent / "server.log") as server:
+        made = {"http": server.http(), "grpc": server.grpc()}
+        yield made
+        for client in made.values():
+            client.close()
 
 
 @pytest.fixture(scope="module")
-def clients(server: ServerProcess) -> Iterator[dict[str, Any]]:
-    """One client per transport for the whole module."""
-    made = {"http": server.http(), "grpc": server.grpc()}
-    yield made
-    for client in made.values():
-        client.close()
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serving(tmp_path_factory, variable=False) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def variable_clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serving(tmp_path_factory, variable=True) as made:
+        yield made
 
 
 def infer(
@@ -58,11 +69,13 @@ def infer(
     outputs: list[str] | None,
     seed: int,
     class_count: int = 0,
+    free: int = SIZE,
 ) -> tuple[dict[str, np.ndarray | None], dict[str, Any], dict[str, np.ndarray]]:
     """One request; returns each output as numpy (None if not in the response), the response's JSON and what
-    numpy expects of every output. With ``outputs``, HTTP sends and receives JSON; without, binary."""
+    numpy expects of every output. With ``outputs``, HTTP sends and receives JSON; without, binary. ``free``: the
+    size of each variable dimension."""
     module: Any = grpcclient if transport == "grpc" else httpclient
-    in0, in1 = inputs(model, BATCH, seed)
+    in0, in1 = inputs(model, BATCH, seed, free)
     tensors = []
     for name, data in (("INPUT0", in0), ("INPUT1", in1)):
         tensor = module.InferInput(name, list(data.shape), model.input)
@@ -93,10 +106,12 @@ def _as_bytes(array: np.ndarray | None) -> np.ndarray | None:
     return np.array([v.encode() if isinstance(v, str) else v for v in array.reshape(-1)], object).reshape(array.shape)
 
 
-def check_output(model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray, batch: int = BATCH) -> None:
+def check_output(
+    model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray, batch: int = BATCH, free: int = SIZE
+) -> None:
     assert got is not None, f"{name} missing from the response"
     assert got.dtype == expected.dtype, f"{name}: {got.dtype} returned, {expected.dtype} expected"
-    assert list(got.shape) == model.shape(batch)
+    assert list(got.shape) == model.shape(batch, free)
     np.testing.assert_array_equal(got, expected, err_msg=name)
 
 
@@ -306,3 +321,62 @@ def test_a_version_the_policy_does_not_serve_gets_tritons_text(
         infer(clients[transport], transport, model, version, None, seed=0)
     assert info.value.status() in ("404", "StatusCode.NOT_FOUND")
     assert info.value.message() == f"Request for unknown model: '{model.name}' version {version} is not found"
+
+
+# -- the variable-shape set ----------------------------------------------------------------------------
+
+
+@by_transport
+@by_variable_model
+def test_variable_dims_are_minus_one_in_the_metadata(
+    variable_clients: dict[str, Any], model: QaModel, transport: str
+) -> None:
+    client = variable_clients[transport]
+    meta = (
+        client.get_model_metadata(model.name)
+        if transport == "http"
+        else client.get_model_metadata(model.name, as_json=True)
+    )
+    assert meta["versions"] == ["1"]
+    shapes = {t["name"]: [int(d) for d in t["shape"]] for t in meta["inputs"] + meta["outputs"]}
+    assert shapes == dict.fromkeys(["INPUT0", "INPUT1", "OUTPUT0", "OUTPUT1"], model.client_dims)
+
+
+@by_transport
+@by_variable_model
+def test_variable_shapes_add_and_subtract(variable_clients: dict[str, Any], model: QaModel, transport: str) -> None:
+    client = variable_clients[transport]
+    for free in (1, 5):
+        got, response, expected = infer(client, transport, model, None, None, seed=50 + free, free=free)
+        assert [int(d) for d in response["outputs"][0]["shape"]] == model.shape(BATCH, free)
+        for name in model.outputs:
+            check_output(model, name, got[name], expected[name], free=free)
+    got, _, expected = infer(client, transport, model, 1, ["OUTPUT1"], seed=53, free=3)
+    check_output(model, "OUTPUT1", got["OUTPUT1"], expected["OUTPUT1"], free=3)
+    assert got["OUTPUT0"] is None
+
+
+@by_transport
+@by_variable_model
+def test_variable_shape_of_another_rank_gets_tritons_text(
+    variable_clients: dict[str, Any], model: QaModel, transport: str
+) -> None:
+    client = variable_clients[transport]
+    in0, in1 = inputs(model, BATCH, seed=60, free=4)
+
+    # One dimension fewer (the last two as one) or, from one, two.
+    def other_rank(x: np.ndarray) -> np.ndarray:
+        return x.reshape(*x.shape[:-2], -1) if x.ndim > 1 else x.reshape(1, -1)
+
+    flat0, flat1 = other_rank(in0), other_rank(in1)
+    text = refused(
+        lambda: send(client, transport, model, {"INPUT0": (model.input, flat0), "INPUT1": (model.input, flat1)})
+    )
+    if model.batched and flat0.ndim == 1:  # no batch dimension left: Triton reads the first as the batch
+        assert "inference request batch-size must be <= 8" in text
+        return
+    assert text == (
+        f"[request id: <id_unknown>] unexpected shape for input 'INPUT0' for model '{model.name}'. Expected "
+        f"[{','.join(str(d) for d in model.client_dims)}], got [{','.join(str(d) for d in flat0.shape)}]. "
+        f"{NOTE if model.batched else ''}"
+    )

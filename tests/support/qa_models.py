@@ -16,6 +16,9 @@ and ``OUTPUT1 = IN0 - IN1``, each cast to its own output datatype. As there:
   (``latest { num_versions: 1 }``, written out as Triton's generator does);
 - ``OUTPUT0`` has a ``label_filename`` of 16 labels; the config names ``platform: "onnxruntime_onnx"``.
 
+The variable-shape set (``--variable`` there) has the same names, so it goes in a repository of its own: 11
+datatype combinations with dims such as ``[-1]``, ``[8, -1]`` and ``[-1, 8, -1]``, version 1 only.
+
 Beyond Triton's list, so that every datatype the ONNX Runtime backend serves is here: same-type models of BOOL,
 UINT8, UINT16, UINT32, UINT64 and FP64 (BOOL, UINT8 and UINT16 computed in INT32 like INT8; a BOOL output is
 "not zero").
@@ -64,6 +67,7 @@ class QaModel:
     policy: str  # the text after ``version_policy:``
     versions: tuple[int, ...]  # on disk
     served: tuple[int, ...]  # what the policy serves of them
+    dims: tuple[int, ...] = (SIZE,)  # of every input and output, -1 for a variable dimension
 
     @property
     def name(self) -> str:
@@ -78,30 +82,37 @@ class QaModel:
     def outputs(self) -> dict[str, str]:
         return {"OUTPUT0": self.output0, "OUTPUT1": self.output1}
 
-    def shape(self, batch: int) -> list[int]:
-        return [batch, SIZE] if self.batched else [SIZE]
+    @property
+    def client_dims(self) -> list[int]:
+        """The shape a client sees in the metadata: -1 for the batch and every variable dimension."""
+        return ([-1] if self.batched else []) + list(self.dims)
+
+    def shape(self, batch: int, free: int = SIZE) -> list[int]:
+        """A request's shape: ``free`` for each variable dimension."""
+        dims = [free if d == -1 else d for d in self.dims]
+        return [batch, *dims] if self.batched else dims
 
     def config(self) -> str:
         in_type, out0, out1 = (DATATYPES[t][2] for t in (self.input, self.output0, self.output1))
+        dims = ", ".join(str(d) for d in self.dims)
         return textwrap.dedent(f"""\
             name: "{self.name}"
             platform: "onnxruntime_onnx"
             max_batch_size: {MAX_BATCH if self.batched else 0}
             version_policy: {self.policy}
             input [
-              {{ name: "INPUT0" data_type: {in_type} dims: [ {SIZE} ] }},
-              {{ name: "INPUT1" data_type: {in_type} dims: [ {SIZE} ] }}
+              {{ name: "INPUT0" data_type: {in_type} dims: [ {dims} ] }},
+              {{ name: "INPUT1" data_type: {in_type} dims: [ {dims} ] }}
             ]
             output [
-              {{ name: "OUTPUT0" data_type: {out0} dims: [ {SIZE} ] label_filename: "output0_labels.txt" }},
-              {{ name: "OUTPUT1" data_type: {out1} dims: [ {SIZE} ] }}
+              {{ name: "OUTPUT0" data_type: {out0} dims: [ {dims} ] label_filename: "output0_labels.txt" }},
+              {{ name: "OUTPUT1" data_type: {out1} dims: [ {dims} ] }}
             ]
             """)
 
     def onnx_model(self, version: int) -> bytes:
         swap = version in _SWAPPED_VERSIONS
         in_elem = DATATYPES[self.input][0]
-        dims: list[int | str | None] = (["batch"] if self.batched else []) + [SIZE]
         if self.input in _VIA_INT32:
             nodes = [helper.make_node("Cast", [f"INPUT{i}"], [f"_INPUT{i}"], to=TensorProto.INT32) for i in (0, 1)]
         else:
@@ -116,13 +127,19 @@ class QaModel:
         graph = helper.make_graph(
             nodes,
             self.name,
-            [helper.make_tensor_value_info(f"INPUT{i}", in_elem, dims) for i in (0, 1)],
+            [helper.make_tensor_value_info(f"INPUT{i}", in_elem, self._onnx_dims("in")) for i in (0, 1)],
             [
-                helper.make_tensor_value_info(f"OUTPUT{i}", DATATYPES[t][0], dims)
+                helper.make_tensor_value_info(f"OUTPUT{i}", DATATYPES[t][0], self._onnx_dims(f"out{i}"))
                 for i, t in enumerate((self.output0, self.output1))
             ],
         )
         return _finish(graph)
+
+    def _onnx_dims(self, tensor: str) -> list[int | str | None]:
+        """The ONNX shape: a symbolic name for the batch and each variable dimension (the inputs share theirs, each
+        output has its own, as in gen_qa_models.py)."""
+        dims: list[int | str | None] = ["batch"] if self.batched else []
+        return dims + [f"{tensor}_var{i}" if d == -1 else d for i, d in enumerate(self.dims)]
 
     def write(self, repo: Path) -> None:
         _write(repo, self.name, self.config(), {v: self.onnx_model(v) for v in self.versions})
@@ -148,13 +165,14 @@ class QaModel:
         return out
 
 
-def inputs(model: QaModel, batch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def inputs(model: QaModel, batch: int, seed: int, free: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Seeded INPUT0 and INPUT1 for ``model``: each integer type over its whole range, its minimum and maximum
     first (so sums and differences wrap), except where an integer result is then cast to FP16 or FP32 (small
     values there, as Triton's QA sends); FP32 and FP64 around ±100, within every integer output's range; FP16
     quarters below 256, whose sums are exact (ONNX Runtime on CPU adds FP16 in FP32 when the result is cast to
-    FP32); BYTES the decimal strings of INT32 values, extremes included."""
-    shape = tuple(model.shape(batch))
+    FP32); BYTES the decimal strings of INT32 values, extremes included. ``free``: the size of each variable
+    dimension."""
+    shape = tuple(model.shape(batch, free))
     rng = np.random.default_rng(seed)
     pair: list[np.ndarray] = []
     for index in (0, 1):
@@ -184,7 +202,7 @@ def _integers(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...],
     values = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
     flat = values.reshape(-1)
     # INPUT0 starts max, min; INPUT1 starts max, max: max+max and min-max wrap.
-    flat[:2] = [info.max, info.min] if index == 0 else [info.max, info.max]
+    flat[: min(2, flat.size)] = ([info.max, info.min] if index == 0 else [info.max, info.max])[: flat.size]
     return values
 
 
@@ -220,6 +238,22 @@ TRITON_VERSIONED = {"FP16", "FP32", "INT8", "INT16", "INT32"}
 # Datatypes of the ONNX Runtime backend that Triton's list leaves out.
 EXTRA_TYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "FP64"]
 
+# gen_qa_models.py --variable: (input, output0, output1, dims), version 1, the default policy. Same names as the
+# fixed-shape set, so a repository of their own (as Triton's QA keeps them).
+TRITON_VARIABLE: list[tuple[str, str, str, tuple[int, ...]]] = [
+    ("FP32", "FP32", "FP32", (-1,)),
+    ("FP32", "INT32", "INT32", (-1, -1)),
+    ("FP32", "INT64", "INT64", (8, -1)),
+    ("FP32", "INT32", "INT64", (-1, 8, -1)),
+    ("FP32", "FP32", "INT32", (-1,)),
+    ("INT32", "INT32", "INT32", (-1, -1)),
+    ("INT32", "INT32", "FP32", (-1, 8, -1)),
+    ("BYTES", "BYTES", "BYTES", (-1,)),
+    ("BYTES", "INT32", "INT32", (-1, -1)),
+    ("BYTES", "BYTES", "INT32", (8, -1)),
+    ("BYTES", "INT32", "BYTES", (-1, 8, -1)),
+]
+
 
 def _served(policy: str, versions: tuple[int, ...]) -> tuple[int, ...]:
     if "all" in policy:
@@ -231,8 +265,15 @@ def _served(policy: str, versions: tuple[int, ...]) -> tuple[int, ...]:
     return versions[-count:]
 
 
-def qa_models() -> list[QaModel]:
-    """Every model of the set, batching and not (52 models, 72 versions)."""
+def qa_models(variable: bool = False) -> list[QaModel]:
+    """Every model of the fixed-shape set (52 models, 72 versions) or, with ``variable``, of the variable-shape set
+    (22 models), batching and not."""
+    if variable:
+        return [
+            QaModel(i, o0, o1, batched, _DEFAULT_POLICY, (1,), (1,), dims)
+            for i, o0, o1, dims in TRITON_VARIABLE
+            for batched in (True, False)
+        ]
     rows = TRITON_FIXED + [(t, t, t, None) for t in EXTRA_TYPES]
     found: list[QaModel] = []
     for in_type, out0, out1, policy in rows:
@@ -244,9 +285,9 @@ def qa_models() -> list[QaModel]:
     return found
 
 
-def write_qa_repository(repo: Path) -> list[QaModel]:
+def write_qa_repository(repo: Path, variable: bool = False) -> list[QaModel]:
     """Write every model of the set (config, versions, labels) into ``repo``; return them."""
-    found = qa_models()
+    found = qa_models(variable)
     for model in found:
         model.write(repo)
     return found
