@@ -140,6 +140,9 @@ def test_metadata_names_types_shapes_and_served_versions(
     )
     assert meta["name"] == model.name
     assert meta["versions"] == [str(v) for v in model.served]
+    for version in model.served:  # each served version answers for itself
+        served = client.get_model_metadata(model.name, str(version))
+        assert (served if transport == "http" else {"name": served.name})["name"] == model.name
     assert meta["platform"] == "onnxruntime_onnx"
     shape = [-1, SIZE] if model.batched else [SIZE]
     tensors = {(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in meta["inputs"] + meta["outputs"]}
@@ -317,10 +320,16 @@ def test_bad_requests_get_tritons_texts(clients: dict[str, Any], model: QaModel,
 def test_a_version_the_policy_does_not_serve_gets_tritons_text(
     clients: dict[str, Any], model: QaModel, version: int, transport: str
 ) -> None:
-    with pytest.raises(InferenceServerException) as info:
-        infer(clients[transport], transport, model, version, None, seed=0)
-    assert info.value.status() in ("404", "StatusCode.NOT_FOUND")
-    assert info.value.message() == f"Request for unknown model: '{model.name}' version {version} is not found"
+    client = clients[transport]
+    for call in (
+        lambda: infer(client, transport, model, version, None, seed=0),
+        lambda: client.get_model_metadata(model.name, str(version)),
+        lambda: client.get_model_config(model.name, str(version)),
+    ):
+        with pytest.raises(InferenceServerException) as info:
+            call()
+        assert info.value.status() in ("404", "StatusCode.NOT_FOUND")
+        assert info.value.message() == f"Request for unknown model: '{model.name}' version {version} is not found"
 
 
 # -- the variable-shape set ----------------------------------------------------------------------------
