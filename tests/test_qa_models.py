@@ -140,9 +140,13 @@ def test_metadata_names_types_shapes_and_served_versions(
     )
     assert meta["name"] == model.name
     assert meta["versions"] == [str(v) for v in model.served]
-    for version in model.served:  # each served version answers for itself
-        served = client.get_model_metadata(model.name, str(version))
-        assert (served if transport == "http" else {"name": served.name})["name"] == model.name
+    for version in model.served:  # as Triton: the metadata of one version lists that version alone
+        served = (
+            client.get_model_metadata(model.name, str(version))
+            if transport == "http"
+            else client.get_model_metadata(model.name, str(version), as_json=True)
+        )
+        assert (served["name"], served["versions"]) == (model.name, [str(version)])
     assert meta["platform"] == "onnxruntime_onnx"
     shape = [-1, SIZE] if model.batched else [SIZE]
     tensors = {(t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in meta["inputs"] + meta["outputs"]}
@@ -305,10 +309,16 @@ def test_bad_requests_get_tritons_texts(clients: dict[str, Any], model: QaModel,
         text
         == f"{where}inference input 'INPUT1' data-type is '{other}', but model '{model.name}' expects '{model.input}'"
     )
+    module: Any = grpcclient if transport == "grpc" else httpclient
+    good = [module.InferInput(n, list(x.shape), model.input) for n, x in (("INPUT0", in0), ("INPUT1", in1))]
+    for tensor, data in zip(good, (in0, in1), strict=True):
+        tensor.set_data_from_numpy(data)
+    text = refused(lambda: client.infer(model.name, good, outputs=[module.InferRequestedOutput("NOPE")]))
+    assert text == f"unexpected inference output 'NOPE' for model '{model.name}' (its outputs: 'OUTPUT0', 'OUTPUT1')"
     text = refused(lambda: send(client, transport, model, {"INPUT0": (model.input, in0)}))
     assert text == (
-        f"{where}expected 2 inputs but got 1 inputs for model '{model.name}'. Got inputs ['INPUT0'], but missing "
-        "required inputs ['INPUT1']. Please provide all required inputs."
+        f"{where}expected 2 inputs but got 1 inputs for model '{model.name}'. Got input(s) ['INPUT0'], but missing "
+        "required input(s) ['INPUT1']. Please provide all required input(s)."
     )
 
 

@@ -132,8 +132,9 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
         served = self.repository.get(name, version)
-        entry = self.repository.models[name]
-        return served.metadata([str(v) for v in entry.ready_versions()])
+        if version:  # as Triton: the metadata of one version lists that version alone
+            return served.metadata([str(served.version)])
+        return served.metadata([str(v) for v in self.repository.models[name].ready_versions()])
 
     def model_config(self, name: str, version: str = "") -> ModelConfig:
         """Triton's own typed ``ModelConfig`` message, the schema of ``config.pbtxt``."""

@@ -167,15 +167,15 @@ class ModelVersion(abc.ABC):
                     else f"number of inputs between {len(self._required)} and {len(self.inputs)}"
                 )
                 raise InvalidArgument(
-                    f"{where}expected {expected} but got {len(inputs)} inputs for model '{self.name}'. Got inputs "
-                    f"{_names(inputs)}, but missing required inputs {_names(missing)}. Please provide all required "
-                    "inputs."
+                    f"{where}expected {expected} but got {len(inputs)} inputs for model '{self.name}'. Got input(s) "
+                    f"{_names(inputs)}, but missing required input(s) {_names(missing)}. Please provide all "
+                    "required input(s)."
                 )
         for requested in request.outputs:
             if requested.name not in self._outputs_by_name:
                 raise InvalidArgument(
-                    f"unknown output '{requested.name}': model '{self.name}' has outputs "
-                    f"{', '.join(repr(o.name) for o in self.outputs)}"
+                    f"unexpected inference output '{requested.name}' for model '{self.name}' (its outputs: "
+                    f"{', '.join(repr(o.name) for o in self.outputs)})"
                 )
             if requested.classification < 0:
                 raise InvalidArgument(f"output '{requested.name}': classification must be positive")
