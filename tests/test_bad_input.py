@@ -290,6 +290,18 @@ def test_grpc_malformed_protobuf_is_invalid_argument(demo_server: ServerProcess,
     assert "malformed" in error.details()
 
 
+def test_bytes_shape_far_larger_than_its_data_is_refused_before_allocating(demo_server: ServerProcess, stub):
+    """[11, 43, 7264934] BYTES elements from a few bytes (found by test_decode_properties): 400 / INVALID_ARGUMENT
+    naming the input, with no 25 GiB array made first."""
+    shape = [11, 43, 7264934]
+    error = grpc_error(stub.ModelInfer, request_with(("input", "BYTES", shape, b"\x01\x00\x00\x00a")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "'input'" in error.details()
+    header = {"inputs": [{"name": "input", "datatype": "BYTES", "shape": shape, "parameters": {"binary_data_size": 5}}]}
+    body, headers = binary_body(header, b"\x01\x00\x00\x00a")
+    assert_error(post(demo_server, "/v2/models/mlp/infer", body, headers), 400, "'input'")
+    assert demo_server.alive()
+
+
 def test_grpc_malformed_protobuf_on_the_stream(demo_server: ServerProcess):
     """A garbage message on ModelStreamInfer is answered on the stream with an error; the stream goes on."""
     good = request_with(("input", "FP32", [1, 64], ONES)).SerializeToString()

@@ -75,6 +75,10 @@ def of_array(array: NDArray[Any]) -> DataType:
 def deserialize_bytes(buffer: bytes | memoryview, count: int, what: str) -> NDArray[Any]:
     """Decode ``count`` length-prefixed (4-byte little-endian) elements of a BYTES tensor."""
     view = memoryview(buffer)
+    if count > len(view) // _LEN.size:  # before allocating: a shape's product can be any size
+        raise InvalidArgument(
+            f"{what}: {len(view)} bytes of BYTES data cannot hold {count} elements (each has a 4-byte length)"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
