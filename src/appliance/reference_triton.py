@@ -60,6 +60,14 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+def _for_onnxruntime(array):
+    """ONNX Runtime's Python API takes a STRING tensor as str objects; Triton hands BYTES over as bytes."""
+    if array.dtype != object:
+        return array
+    text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in array.reshape(-1)]
+    return np.array(text, dtype=object).reshape(array.shape)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -76,7 +84,8 @@ class TritonPythonModel:
         self.outputs = [o["name"] for o in config["output"]]
 
     def execute(self, requests):
-        arrays = {n: [pb_utils.get_input_tensor_by_name(r, n).as_numpy() for r in requests] for n in self.inputs}
+        arrays = {n: [_for_onnxruntime(pb_utils.get_input_tensor_by_name(r, n).as_numpy()) for r in requests]
+                  for n in self.inputs}
         if self.batching and len(requests) > 1:
             sizes = [a.shape[0] for a in arrays[self.inputs[0]]]
             feed = {n: np.concatenate(a, axis=0) for n, a in arrays.items()}
