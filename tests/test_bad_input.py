@@ -302,6 +302,19 @@ def test_bytes_shape_far_larger_than_its_data_is_refused_before_allocating(demo_
     assert demo_server.alive()
 
 
+def test_empty_shape_numpy_cannot_make_is_refused(demo_server: ServerProcess, stub):
+    """A 0 in the shape holds no element, but the other dimensions multiply past what NumPy can make (found by
+    test_decode_properties: typed BOOL contents over gRPC ended in a ValueError): 400 / INVALID_ARGUMENT."""
+    shape = [0, 26, 38, 52, 62, 68, 123, 15247, 22706]
+    request = pb.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="input", datatype="BOOL", shape=shape).contents.SetInParent()
+    error = grpc_error(stub.ModelInfer, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "'input'" in error.details()
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": []}]}
+    assert_error(post(demo_server, "/v2/models/mlp/infer", body), 400, "'input'")
+    assert demo_server.alive()
+
+
 def test_grpc_malformed_protobuf_on_the_stream(demo_server: ServerProcess):
     """A garbage message on ModelStreamInfer is answered on the stream with an error; the stream goes on."""
     good = request_with(("input", "FP32", [1, 64], ONES)).SerializeToString()

@@ -48,13 +48,19 @@ _LEN = struct.Struct("<I")
 #: The most dimensions a tensor may have (NumPy's limit; Triton's models have a handful).
 MAX_RANK = 32
 
+# NumPy refuses a shape whose dimensions other than 0 multiply past this many bytes, even one that holds nothing.
+_MAX_BYTES = np.iinfo(np.intp).max
+
 
 def check_shape(shape: tuple[int, ...], what: str) -> None:
-    """A request's shape as the wire gave it: at most MAX_RANK dimensions, none negative."""
+    """A request's shape as the wire gave it: at most MAX_RANK dimensions, none negative, and one NumPy can make
+    (a 0 anywhere holds no element, but the other dimensions still may not multiply past NumPy's limit)."""
     if len(shape) > MAX_RANK:
         raise InvalidArgument(f"{what}: shape has {len(shape)} dimensions, more than the {MAX_RANK} supported")
     if shape and min(shape) < 0:
         raise InvalidArgument(f"{what}: shape {list(shape)} has a negative dimension")
+    if math.prod(d for d in shape if d) * 8 > _MAX_BYTES:  # 8: the widest element, an object pointer included
+        raise InvalidArgument(f"{what}: shape {list(shape)} is larger than any tensor can be")
 
 
 def by_name(name: str, what: str) -> DataType:
