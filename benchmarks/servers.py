@@ -55,7 +55,7 @@ class RunningServer(ServerAddress):
     log_path: Path
 
     def url(self, transport: str) -> str:
-        return self.grpc_url if transport == "grpc" else self.http_url
+        return self.grpc_url if transport in ("grpc", "shm") else self.http_url
 
 
 def remote_server(address: str) -> RunningServer:
@@ -76,7 +76,8 @@ def remote_server(address: str) -> RunningServer:
 
 
 def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0) -> Path:
-    """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models when None.
+    """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models (``mlp``, ``cnn``)
+    and the benchmark's ``image`` model when None.
 
     With ``max_queue_delay_us`` not None, every model that has ``dynamic_batching`` gets that queue delay
     (the config is rewritten through Triton's ModelConfig protobuf, so nothing else changes).
@@ -88,8 +89,10 @@ def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_de
         shutil.rmtree(dest)
     if source is None:
         from appliance.demo import write_demo_repository
+        from benchmarks.image_model import write_image_model
 
         write_demo_repository(dest)
+        write_image_model(dest)
     else:
         shutil.copytree(source, dest)
     if max_queue_delay_us is not None:
