@@ -273,9 +273,9 @@ def _soak_target(soak: SoakResult) -> dict[str, Any]:
     }
 
 
-def format_targets(results: Sequence[dict[str, Any]]) -> str:
+def format_targets(results: Sequence[dict[str, Any]], title: str = "targets (issue 8; ratios of this run)") -> str:
     """One verdict line per target: ``MET  image gRPC c=16: appliance gRPC 412 req/s >= triton gRPC 398 ...``."""
-    lines = ["targets (issue 8; ratios of this run):"]
+    lines = [f"{title}:"]
     for r in results:
         lines.append(f"  {r['status']:<7} {r['target']}: {r['detail']}")
     return "\n".join(lines)

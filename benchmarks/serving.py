@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             result = soak(args, workdir)
             report["soak"] = as_dict(result)
             _echo(format_soak(result))
-            _echo(format_targets(evaluate_targets([], {}, result)))
+            _echo(format_targets(evaluate_targets([], {}, result), title="target (issue 3)"))
         else:
             references: dict[str, Any] = {}
             if not args.no_reference:
