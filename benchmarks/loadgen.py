@@ -14,10 +14,16 @@ edges of the measured window (so the parent can sample CPU of both processes the
 ``RESULT {json}`` with the requests completed inside the window. Latency is from just before the client
 call to just after it returns, so it includes the client's own encode/decode.
 
-Client modes (``mode``): gRPC ``aio`` (tritonclient.grpc.aio, one channel; default) or ``threads`` (one sync
-client per thread); HTTP ``gevent`` (tritonclient.http, one greenlet per in-flight request over a shared
-connection pool; default), ``threads`` (one sync client per thread) or ``aio`` (tritonclient.http.aio).
-HTTP tensors go as binary data (Triton's binary tensor extension), inputs and outputs.
+Transports (``transport``): ``grpc``; ``http`` (REST, tensors as binary data: Triton's binary tensor
+extension, inputs and outputs); ``json`` (REST, tensors as JSON: for servers without the binary extension,
+such as MLServer); ``shm`` (gRPC with system shared memory: each in-flight request slot has one input and
+one output region, written and registered once before the load starts and unregistered at the end; the
+requests carry only region names, as with Triton's perf_analyzer ``--shared-memory system``).
+
+Client modes (``mode``): gRPC and shm ``aio`` (tritonclient.grpc.aio, one channel; default), gRPC also
+``threads`` (one sync client per thread); HTTP and JSON ``gevent`` (tritonclient.http, one greenlet per
+in-flight request over a shared connection pool; default), HTTP also ``threads`` (one sync client per thread)
+or ``aio`` (tritonclient.http.aio).
 
 This file imports nothing from the benchmarks package, so it runs as a plain script.
 """
@@ -38,12 +44,13 @@ import numpy as np
 Array = np.ndarray[Any, Any]
 TensorSpec = tuple[str, str, list[int], Array]  # name, datatype, shape, data
 
-DEFAULT_MODES = {"grpc": "aio", "http": "gevent"}
+DEFAULT_MODES = {"grpc": "aio", "http": "gevent", "json": "gevent", "shm": "aio"}
+SHM_EXTENSION = "system_shared_memory"  # in the server metadata's extensions when it takes shm regions
 
 
 @dataclass
 class Spec:
-    transport: str  # "grpc" or "http"
+    transport: str  # "grpc", "http", "json" or "shm"
     url: str  # host:port
     model: str
     concurrency: int = 1
@@ -127,40 +134,117 @@ def _http_metadata(url: str, model: str) -> dict[str, Any]:
         client.close()
 
 
-def _run_grpc_aio(spec: Spec, window: Window) -> None:
+def _grpc_inputs(specs: list[TensorSpec]) -> list[Any]:
+    import tritonclient.grpc as grpcclient
+
+    inputs = []
+    for name, datatype, shape, data in specs:
+        tensor = grpcclient.InferInput(name, shape, datatype)
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return inputs
+
+
+def _grpc_aio_load(spec: Spec, window: Window, slots: list[tuple[list[Any], list[Any] | None]]) -> None:
+    """One grpc.aio channel; worker ``i`` sends ``slots[i % len(slots)]`` (inputs, requested outputs)."""
     import asyncio
 
-    import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aioclient
-
-    specs = _inputs_from_metadata(_grpc_metadata(spec.url, spec.model), spec.seed, spec.batch_size)
 
     async def main() -> None:
         client = aioclient.InferenceServerClient(spec.url)
-        inputs = []
-        for name, datatype, shape, data in specs:
-            tensor = grpcclient.InferInput(name, shape, datatype)
-            tensor.set_data_from_numpy(data)
-            inputs.append(tensor)
 
-        async def worker() -> None:
+        async def worker(inputs: list[Any], outputs: list[Any] | None) -> None:
             clock = time.perf_counter
             while not window.stopping:
                 began = clock()
                 try:
-                    await client.infer(spec.model, inputs)
+                    await client.infer(spec.model, inputs, outputs=outputs)
                 except Exception as exc:  # noqa: BLE001 - counted and reported
                     window.error(clock(), exc)
                     await asyncio.sleep(0.001)
                     continue
                 window.record(began, clock())
 
-        tasks = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
+        tasks = [asyncio.create_task(worker(*slots[i % len(slots)])) for i in range(spec.concurrency)]
         await _timeline_async(spec, window)
         await asyncio.gather(*tasks)
         await client.close()
 
     asyncio.run(main())
+
+
+def _run_grpc_aio(spec: Spec, window: Window) -> None:
+    specs = _inputs_from_metadata(_grpc_metadata(spec.url, spec.model), spec.seed, spec.batch_size)
+    _grpc_aio_load(spec, window, [(_grpc_inputs(specs), None)])
+
+
+def _tensor_bytes(datatype: str, shape: list[int]) -> int:
+    from tritonclient.utils import triton_to_np_dtype
+
+    dtype = triton_to_np_dtype(datatype)
+    if dtype is None or dtype == np.object_:
+        raise SystemExit(f"shm: {datatype} tensors have no fixed size; use the grpc transport for this model")
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def _run_grpc_shm(spec: Spec, window: Window) -> None:
+    """gRPC with system shared memory: one input and one output region per in-flight request slot."""
+    import os
+
+    import tritonclient.grpc as grpcclient
+    import tritonclient.utils.shared_memory as shm
+
+    client = grpcclient.InferenceServerClient(spec.url)
+    handles: list[Any] = []
+    registered: list[str] = []
+    try:
+        extensions = client.get_server_metadata(as_json=True).get("extensions", [])
+        if SHM_EXTENSION not in extensions:
+            raise SystemExit(f"shm: the server does not announce {SHM_EXTENSION} (extensions: {extensions})")
+        metadata: dict[str, Any] = client.get_model_metadata(spec.model, as_json=True)
+        specs = _inputs_from_metadata(metadata, spec.seed, spec.batch_size)
+        outputs = [
+            (o["name"], o["datatype"], [spec.batch_size if int(d) < 0 else int(d) for d in o["shape"]])
+            for o in metadata["outputs"]
+        ]
+        in_size = sum(data.nbytes for _, _, _, data in specs)
+        out_size = sum(_tensor_bytes(datatype, shape) for _, datatype, shape in outputs)
+        slots: list[tuple[list[Any], list[Any] | None]] = []
+        for slot in range(spec.concurrency):
+            in_name, out_name = f"bench-{os.getpid()}-{slot}-in", f"bench-{os.getpid()}-{slot}-out"
+            in_region = shm.create_shared_memory_region(in_name, "/" + in_name, in_size, create_only=True)
+            handles.append(in_region)
+            out_region = shm.create_shared_memory_region(out_name, "/" + out_name, out_size, create_only=True)
+            handles.append(out_region)
+            inputs, offset = [], 0
+            for name, datatype, shape, data in specs:
+                shm.set_shared_memory_region(in_region, [data], offset)
+                tensor = grpcclient.InferInput(name, shape, datatype)
+                tensor.set_shared_memory(in_name, data.nbytes, offset)
+                inputs.append(tensor)
+                offset += data.nbytes
+            requested, offset = [], 0
+            for name, datatype, shape in outputs:
+                size = _tensor_bytes(datatype, shape)
+                output = grpcclient.InferRequestedOutput(name)
+                output.set_shared_memory(out_name, size, offset)
+                requested.append(output)
+                offset += size
+            for name, size in ((in_name, in_size), (out_name, out_size)):
+                client.register_system_shared_memory(name, "/" + name, size)
+                registered.append(name)
+            slots.append((inputs, requested))
+        _grpc_aio_load(spec, window, slots)
+    finally:
+        for name in registered:
+            try:
+                client.unregister_system_shared_memory(name)
+            except Exception as exc:  # noqa: BLE001 - the regions are destroyed below anyway
+                print(f"shm: unregistering {name}: {exc}", file=sys.stderr)
+        for handle in handles:
+            shm.destroy_shared_memory_region(handle)
+        client.close()
 
 
 async def _timeline_async(spec: Spec, window: Window) -> None:
@@ -198,15 +282,15 @@ def _blocking_loop(call: Callable[[], object], window: Window, pause: Callable[[
         window.record(began, clock())
 
 
-def _http_request(specs: list[TensorSpec], outputs: list[str]) -> tuple[list[Any], list[Any]]:
+def _http_request(specs: list[TensorSpec], outputs: list[str], binary_data: bool = True) -> tuple[list[Any], list[Any]]:
     import tritonclient.http as httpclient
 
     inputs = []
     for name, datatype, shape, data in specs:
         tensor = httpclient.InferInput(name, shape, datatype)
-        tensor.set_data_from_numpy(data, binary_data=True)
+        tensor.set_data_from_numpy(data, binary_data=binary_data)
         inputs.append(tensor)
-    requested = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
+    requested = [httpclient.InferRequestedOutput(name, binary_data=binary_data) for name in outputs]
     return inputs, requested
 
 
@@ -216,7 +300,7 @@ def _run_http_gevent(spec: Spec, window: Window) -> None:
 
     metadata = _http_metadata(spec.url, spec.model)
     specs = _inputs_from_metadata(metadata, spec.seed, spec.batch_size)
-    inputs, outputs = _http_request(specs, [o["name"] for o in metadata["outputs"]])
+    inputs, outputs = _http_request(specs, [o["name"] for o in metadata["outputs"]], spec.transport != "json")
     client = httpclient.InferenceServerClient(
         spec.url, concurrency=spec.concurrency, connection_timeout=60.0, network_timeout=60.0
     )
@@ -239,12 +323,7 @@ def _run_threads(spec: Spec, window: Window) -> None:
 
             g = grpcclient.InferenceServerClient(spec.url)
             metadata = _grpc_metadata(spec.url, spec.model)
-            specs = _inputs_from_metadata(metadata, spec.seed + index, spec.batch_size)
-            g_inputs = []
-            for name, datatype, shape, data in specs:
-                tensor = grpcclient.InferInput(name, shape, datatype)
-                tensor.set_data_from_numpy(data)
-                g_inputs.append(tensor)
+            g_inputs = _grpc_inputs(_inputs_from_metadata(metadata, spec.seed + index, spec.batch_size))
             clients.append(g)
             call: Callable[[], object] = functools.partial(g.infer, spec.model, g_inputs)
         else:
@@ -312,6 +391,8 @@ RUNNERS: dict[tuple[str, str], Callable[[Spec, Window], None]] = {
     ("http", "gevent"): _run_http_gevent,
     ("http", "threads"): _run_threads,
     ("http", "aio"): _run_http_aio,
+    ("json", "gevent"): _run_http_gevent,
+    ("shm", "aio"): _run_grpc_shm,
 }
 
 

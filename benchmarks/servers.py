@@ -36,6 +36,7 @@ __all__ = [
     "remote_server",
     "running_appliance",
     "running_server",
+    "server_extensions",
     "tree_cpu_seconds",
     "tree_rss_bytes",
     "wait_models_ready",
@@ -50,12 +51,12 @@ class ServerStartError(RuntimeError):
 class RunningServer(ServerAddress):
     """What the benchmark needs of a started server."""
 
-    target: str  # "appliance", "triton", "grpc-floor" or "remote"
+    target: str  # "appliance", "triton", "grpc-floor", "mlserver" or "remote"
     process: subprocess.Popen[bytes] | None  # None: a server already running elsewhere (no CPU or RSS read)
     log_path: Path
 
     def url(self, transport: str) -> str:
-        return self.grpc_url if transport == "grpc" else self.http_url
+        return self.grpc_url if transport in ("grpc", "shm") else self.http_url
 
 
 def remote_server(address: str) -> RunningServer:
@@ -76,7 +77,8 @@ def remote_server(address: str) -> RunningServer:
 
 
 def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_delay_us: int | None = 0) -> Path:
-    """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models when None.
+    """A Triton-layout ONNX repository at ``dest``: a copy of ``source``, or the demo models (``mlp``, ``cnn``)
+    and the benchmark's ``image`` model when None.
 
     With ``max_queue_delay_us`` not None, every model that has ``dynamic_batching`` gets that queue delay
     (the config is rewritten through Triton's ModelConfig protobuf, so nothing else changes).
@@ -88,8 +90,10 @@ def prepare_onnx_repository(dest: Path, source: Path | None = None, max_queue_de
         shutil.rmtree(dest)
     if source is None:
         from appliance.demo import write_demo_repository
+        from benchmarks.image_model import write_image_model
 
         write_demo_repository(dest)
+        write_image_model(dest)
     else:
         shutil.copytree(source, dest)
     if max_queue_delay_us is not None:
@@ -165,8 +169,10 @@ def running_server(
     onnx_repo: Path,
     workdir: Path,
     appliance_args: Sequence[str] = (),
+    mlserver_workers: int = 0,
 ) -> Iterator[RunningServer]:
-    """Either server on ``onnx_repo`` (Triton gets a python-backend copy of it, same batching config)."""
+    """``target`` on ``onnx_repo``: Triton gets a python-backend copy of it and MLServer a copy with
+    model-settings.json files (same batching config); ``mlserver_workers`` is MLServer's parallel_workers."""
     if target == "appliance":
         with running_appliance(onnx_repo, workdir / "appliance", appliance_args) as server:
             yield server
@@ -184,6 +190,23 @@ def running_server(
     elif target == "grpc-floor":
         with running_grpc_floor(onnx_repo, workdir / "grpc-floor") as server:
             yield server
+    elif target == "mlserver":
+        from benchmarks.mlserver_target import MlserverStartError, running_mlserver, write_mlserver_repository
+
+        repo = write_mlserver_repository(onnx_repo, workdir / "mlserver-repo")
+        try:
+            with running_mlserver(repo, workdir / "mlserver", parallel_workers=mlserver_workers) as started:
+                process, http_port, grpc_port, log_path = started
+                yield RunningServer(
+                    target="mlserver",
+                    process=process,
+                    host="127.0.0.1",
+                    http_port=http_port,
+                    grpc_port=grpc_port,
+                    log_path=log_path,
+                )
+        except MlserverStartError as exc:
+            raise ServerStartError(str(exc)) from exc
     else:
         raise ValueError(f"unknown target {target!r}")
 
@@ -238,6 +261,21 @@ def wait_models_ready(server: RunningServer, models: Sequence[str], timeout_s: f
             raise ServerStartError(
                 f"{server.target}: model {model!r} not ready (log {server.log_path}):\n" + log_tail(server.log_path)
             )
+
+
+def server_extensions(server: RunningServer) -> list[str]:
+    """The ``extensions`` of the server's metadata over gRPC; empty when it does not answer ServerMetadata
+    (the grpc-floor)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        metadata = client.get_server_metadata(as_json=True)
+    except Exception:  # noqa: BLE001 - no metadata, no extensions
+        return []
+    finally:
+        client.close()
+    return [str(e) for e in metadata.get("extensions", [])]
 
 
 def _tree(pid: int) -> list[psutil.Process]:

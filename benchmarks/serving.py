@@ -1,6 +1,7 @@
-"""Serving benchmark: closed-loop load (batch-1 requests by default) on the appliance and on NVIDIA Triton.
+"""Serving benchmark: closed-loop load (batch-1 requests by default) on the appliance, NVIDIA Triton, Seldon
+MLServer and the grpc.aio floor, side by side.
 
-    python benchmarks/serving.py                       # everything, 10 s a point
+    python benchmarks/serving.py                       # everything, 8 s a point (~14 min)
     python benchmarks/serving.py --model-repository R --models resnet50 --targets appliance \
         --transports grpc --batch-size 16 --concurrency 2,4 --max-queue-delay-us 2000
     python benchmarks/serving.py --url orin.local:8000:8001 --models resnet50 --batch-size 16 ...
@@ -8,9 +9,10 @@
     python benchmarks/serving.py --soak 600            # RSS of our server under gRPC c=64 for 10 min
 
 Each point runs in a fresh client process (tritonclient; gRPC through grpc.aio, REST through gevent
-greenlets with binary tensors). CPU is read with psutil at the edges of the measured window, for the
-client process, for the server process and all its children, and for everything else on the machine
-("other": noise from other work; the figures mean little when it is high).
+greenlets with binary tensors, shm as gRPC with system shared memory regions). CPU is read with psutil at
+the edges of the measured window, for the client process, for the server process and all its children, and
+for everything else on the machine ("other": noise from other work; the figures mean little when it is
+high).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if __package__ in (None, ""):  # run as `python benchmarks/serving.py`: make `be
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference, run_point, run_soak
+from benchmarks.mlserver_target import DEFAULT_WORKERS as MLSERVER_WORKERS
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import (
     RunningServer,
@@ -37,11 +40,13 @@ from benchmarks.servers import (
     prepare_onnx_repository,
     remote_server,
     running_server,
+    server_extensions,
     wait_models_ready,
 )
 
-TARGETS = ("appliance", "triton", "grpc-floor")
-TRANSPORTS = ("grpc", "http")
+TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
+TRANSPORTS = ("grpc", "http", "json", "shm")
+SHM_EXTENSION = "system_shared_memory"
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None) -> Any:
@@ -63,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python benchmarks/serving.py",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=(
-            "Targets from issue 3 (2 cores, client and server together): gRPC c=64 >= 1.5x Triton req/s "
-            "on both models; CNN gRPC c=64 >= 50%% of in-process batch-32 samples/s; c=1 with "
-            "max_queue_delay 0 p50 < 0.6 ms; RSS steady in a 10-minute --soak. They are judged on "
-            "--batch-size 1 points only."
+            "Targets from issue 8 (ratios of one run on the 2-core machine, batch-1 points, delay 0): "
+            "image c=16 >= Triton's req/s over gRPC and over REST binary; image over shm c=16 >= 2x our "
+            "own gRPC req/s and >= Triton's shm req/s; every point >= 2x MLServer's req/s; MLP gRPC c=64 "
+            "server CPU per request <= 1.25x the grpc.aio floor's; CNN gRPC c=64 >= Triton's req/s; c=1 "
+            "p50 <= Triton's over gRPC and REST. --soak judges issue 3's RSS target (steady for 10 min)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -76,19 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(TARGETS),
         help="servers to measure: appliance (`appliance serve`), triton (the real "
         "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
-        "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling)",
+        "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling), "
+        "mlserver (Seldon MLServer from benchmarks/.venv-mlserver, a custom runtime running the same "
+        "ONNX, adaptive batching on; REST with JSON tensors, no shm)",
     )
     parser.add_argument(
         "--models",
         type=_csv(str),
-        default="mlp,cnn",
-        help="models of the repository to load (demo: mlp is overhead-bound, cnn compute-bound)",
+        default="mlp,cnn,image",
+        help="models of the repository to load (default repository: mlp is overhead-bound, cnn "
+        "compute-bound, image [B,3,224,224] data-bound)",
     )
     parser.add_argument(
         "--transports",
         type=_csv(str, TRANSPORTS),
-        default=",".join(TRANSPORTS),
-        help="grpc (tritonclient.grpc.aio) and/or http (tritonclient.http, binary tensors)",
+        default="grpc,http,shm",
+        help="grpc (tritonclient.grpc.aio), http (tritonclient.http, binary tensors; MLServer gets "
+        "json instead), json (tritonclient.http, JSON tensors), shm (gRPC with system shared memory; "
+        "only for --shm-models, skipped on a server whose metadata does not announce "
+        "system_shared_memory)",
+    )
+    parser.add_argument(
+        "--shm-models",
+        type=_csv(str),
+        default="image",
+        help="models measured over the shm transport (it pays off for large tensors only)",
     )
     parser.add_argument(
         "--concurrency",
@@ -120,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dynamic_batching max_queue_delay_microseconds written into each config; one "
         "server start per value (e.g. 0,10000)",
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of the same load before each measured window"
     )
@@ -128,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-repository",
         type=Path,
         default=None,
-        help="Triton-layout ONNX repository to use instead of the demo models (copied first)",
+        help="Triton-layout ONNX repository to use instead of the default one (demo mlp and cnn, and "
+        "benchmarks/image_model.py's image; copied first)",
     )
     parser.add_argument(
         "--grpc-client",
@@ -152,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="ARG",
         help="extra argument for `appliance serve` (repeat for several)",
+    )
+    parser.add_argument(
+        "--mlserver-workers",
+        type=int,
+        default=MLSERVER_WORKERS,
+        metavar="N",
+        help="MLServer's parallel_workers (0: inference in the server process, its best on 2 cores)",
     )
     parser.add_argument(
         "--soak",
@@ -203,16 +229,18 @@ def run_references(args: argparse.Namespace, repo: Path) -> dict[str, Any]:
     return references
 
 
-def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], list[str]]:
+def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], list[str], list[str]]:
+    """Every point on every target; returns the points, the failures and the points skipped (and why)."""
     points: list[Point] = []
     failures: list[str] = []
+    skipped: list[str] = []
     for delay in args.max_queue_delay_us:
         if args.url:
             _echo(f"== {args.url} (already running; delay {delay} us is a label only)")
             try:
                 server = remote_server(args.url)
                 wait_models_ready(server, args.models)
-                _measure_server(args, server, delay, points, failures)
+                _measure_server(args, server, delay, points, failures, skipped)
             except (ServerStartError, RuntimeError, TimeoutError) as exc:
                 failures.append(f"{args.url}: {exc}")
                 _echo(f"!! {args.url}: {exc}")
@@ -221,27 +249,54 @@ def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], li
         for target in args.targets:
             _echo(f"== {target}, max_queue_delay_us={delay}")
             try:
-                with running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg) as server:
+                with running_server(
+                    target, repo, workdir / f"{target}-{delay}", args.appliance_arg, args.mlserver_workers
+                ) as server:
                     if target != "grpc-floor":
                         wait_models_ready(server, args.models)
-                    _measure_server(args, server, delay, points, failures)
+                    _measure_server(args, server, delay, points, failures, skipped)
             except (ServerStartError, RuntimeError, TimeoutError) as exc:
                 message = f"{target} (delay {delay} us): {exc}"
                 failures.append(message)
                 _echo(f"!! {message}")
-    return points, failures
+    return points, failures, skipped
+
+
+def _transports(args: argparse.Namespace, server: RunningServer, model: str, skipped: list[str]) -> list[str]:
+    """The transports ``model`` is measured over on ``server`` (a skip is printed once per server)."""
+    chosen: list[str] = []
+    for transport in args.transports:
+        if server.target == "grpc-floor" and transport != "grpc":
+            continue  # the floor is gRPC only (canned answers: shm would carry no data)
+        if server.target == "mlserver" and transport == "http":
+            transport = "json"  # MLServer has no binary tensor extension: its REST is measured with JSON
+        if transport == "shm":
+            if model not in args.shm_models:
+                continue
+            if SHM_EXTENSION not in server_extensions(server):
+                note = f"{server.target} shm: skipped: server does not announce {SHM_EXTENSION}"
+                if note not in skipped:
+                    skipped.append(note)
+                    _echo(f"  {note}")
+                continue
+        if transport not in chosen:
+            chosen.append(transport)
+    return chosen
 
 
 def _measure_server(
-    args: argparse.Namespace, server: RunningServer, delay: int, points: list[Point], failures: list[str]
+    args: argparse.Namespace,
+    server: RunningServer,
+    delay: int,
+    points: list[Point],
+    failures: list[str],
+    skipped: list[str],
 ) -> None:
     """Every model x transport x concurrency point on one started server."""
     target = server.target
     for model in args.models:
-        for transport in args.transports:
-            if target == "grpc-floor" and transport != "grpc":
-                continue  # the floor is gRPC only
-            mode = args.grpc_client if transport == "grpc" else args.http_client
+        for transport in _transports(args, server, model, skipped):
+            mode = {"grpc": args.grpc_client, "http": args.http_client}.get(transport, "")
             for concurrency in args.concurrency:
                 try:
                     point = run_point(
@@ -263,7 +318,9 @@ def _measure_server(
 def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
     delay = args.max_queue_delay_us[0]
     repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
-    with running_server(args.soak_target, repo, workdir / f"soak-{args.soak_target}", args.appliance_arg) as server:
+    with running_server(
+        args.soak_target, repo, workdir / f"soak-{args.soak_target}", args.appliance_arg, args.mlserver_workers
+    ) as server:
         wait_models_ready(server, [args.soak_model])
         _echo(
             f"== soak: {args.soak_target}, {args.soak_model}, gRPC c=64, {args.soak:.0f} s, "
@@ -299,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             result = soak(args, workdir)
             report["soak"] = as_dict(result)
             _echo(format_soak(result))
-            _echo(format_targets(evaluate_targets([], {}, result)))
+            _echo(format_targets(evaluate_targets([], {}, result), title="target (issue 3)"))
         else:
             references: dict[str, Any] = {}
             if not args.no_reference:
@@ -308,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
                     args, prepare_onnx_repository(workdir / "onnx-ref", args.model_repository, None)
                 )
             _echo(format_points([], header=True))
-            points, failures = run_matrix(args, workdir)
-            report.update(references=references, points=[as_dict(p) for p in points], failures=failures)
+            points, failures, skipped = run_matrix(args, workdir)
+            report.update(
+                references=references, points=[as_dict(p) for p in points], failures=failures, skipped=skipped
+            )
             _echo("\n== results")
             _echo(format_points(points, header=True))
             if references:
@@ -317,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             targets = evaluate_targets(points, references, None)
             report["targets"] = targets
             _echo(format_targets(targets))
+            for note in skipped:
+                _echo(f"-- {note}")
             for failure in failures:
                 _echo(f"!! {failure.splitlines()[0]}")
     if args.json:
