@@ -137,22 +137,27 @@ class _Region:
         self.users = 0
         self.unregistered = False
 
-    def window(self, ref: SharedMemoryRef) -> tuple[mmap.mmap, int]:
-        """The mapping and the start of ``ref`` in it, after checking ``ref`` against the region and the object."""
-        start = self._start + ref.offset
-        end = start + ref.byte_size
-        if end > self._end:
+    def check(self, ref: SharedMemoryRef) -> None:
+        """Check ``ref`` against the region."""
+        if self._start + ref.offset + ref.byte_size > self._end:
             raise InvalidArgument(
                 f"Invalid offset + byte size for shared memory region: '{ref.region}' (offset {ref.offset} + "
                 f"byte_size {ref.byte_size} = {ref.offset + ref.byte_size}, the region holds "
                 f"{self.status.byte_size} bytes)"
             )
-        if self._map.size() < self.status.offset + self.status.byte_size:  # shrunk since registration
+
+    def check_object(self) -> None:
+        """Check that the object still holds the region (an fstat: once per request, not once per tensor)."""
+        size = self._map.size()
+        if size < self.status.offset + self.status.byte_size:  # shrunk since registration
             raise InvalidArgument(
-                f"shared memory region '{ref.region}': '{self.status.key}' is now smaller than the registered "
-                f"region ({self._map.size()} bytes); register it again"
+                f"shared memory region '{self.status.name}': '{self.status.key}' is now smaller than the registered "
+                f"region ({size} bytes); register it again"
             )
-        return self._map, start
+
+    def window(self, ref: SharedMemoryRef) -> tuple[mmap.mmap, int]:
+        """The mapping and where ``ref`` starts in it; ``ref`` was checked when the request took its lease."""
+        return self._map, self._start + ref.offset
 
     def close(self) -> None:
         try:
@@ -225,8 +230,9 @@ class SharedMemoryRegistry:
                 region = self._regions.get(ref.region)
                 if region is None:
                     raise InvalidArgument(f"Unable to find shared memory region: '{ref.region}'")
-                region.window(ref)
+                region.check(ref)
                 if ref.region not in held:
+                    region.check_object()
                     region.users += 1
                     held[ref.region] = region
             lease = Lease(request, held)
