@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from benchmarks.servers import RunningServer, tree_cpu_seconds, tree_rss_bytes
+from benchmarks.servers import RunningServer, tree_cpu_seconds, tree_rss_bytes, tree_thread_cpu_seconds
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
 
@@ -48,6 +48,9 @@ class Point:
     client_cpu_pct: float = 0.0  # % of one core
     server_cpu_pct: float = 0.0  # % of one core, server and all its child processes
     other_cpu_pct: float = 0.0  # % of one core used by everything else on the machine (noise)
+    # % of one core used by the server's busiest thread (the appliance's: its event loop): where it nears 100, one
+    # process is the limit however many cores there are
+    top_thread_cpu_pct: float = 0.0
     loadavg_before: float = 0.0
 
 
@@ -132,6 +135,10 @@ def _cpu_busy_seconds() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+def _server_threads(server: RunningServer) -> dict[tuple[int, int], float]:
+    return tree_thread_cpu_seconds(server.process.pid) if server.process is not None else {}
+
+
 def _server_cpu_seconds(server: RunningServer) -> float:
     """CPU seconds of the server's process tree; 0 for a remote server (its CPU is not seen from here)."""
     return tree_cpu_seconds(server.process.pid) if server.process is not None else 0.0
@@ -167,15 +174,19 @@ def run_point(
         client.expect("START", timeout_s=warmup_s + 60)
         wall0, busy0 = time.perf_counter(), _cpu_busy_seconds()
         server0, client0 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
+        threads0 = _server_threads(server)
         client.expect("STOP", timeout_s=duration_s + 60)
         wall1, busy1 = time.perf_counter(), _cpu_busy_seconds()
         server1, client1 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
+        threads1 = _server_threads(server)
         result = json.loads(client.expect("RESULT", timeout_s=120))
     finally:
         client.close()
     wall = max(wall1 - wall0, 1e-9)
     point.client_cpu_pct = (client1 - client0) / wall * 100
     point.server_cpu_pct = (server1 - server0) / wall * 100
+    busiest = max((t - threads0.get(key, 0.0) for key, t in threads1.items()), default=0.0)
+    point.top_thread_cpu_pct = busiest / wall * 100
     point.other_cpu_pct = max((busy1 - busy0) / wall * 100 - point.client_cpu_pct - point.server_cpu_pct, 0.0)
     point.client_mode = result["spec"]["mode"]
     point.samples_per_s = result["rps"] * batch_size

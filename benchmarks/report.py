@@ -32,9 +32,10 @@ _COLUMNS = (
     "server %",
     "other %",
     "server us/req",
+    "top thread %",
     "errors",
 )
-_WIDTHS = (10, 6, 5, 8, 4, 5, 8, 9, 7, 7, 7, 8, 8, 7, 13, 6)
+_WIDTHS = (10, 6, 5, 8, 4, 5, 8, 9, 7, 7, 7, 8, 8, 7, 13, 12, 6)
 
 
 def _ms(value: float | None) -> str:
@@ -69,6 +70,7 @@ def format_points(points: Sequence[Point], header: bool = True) -> str:
             f"{p.server_cpu_pct:.0f}",
             f"{p.other_cpu_pct:.0f}",
             "-" if (us := server_us_per_request(p)) is None else f"{us:.0f}",
+            f"{p.top_thread_cpu_pct:.0f}",
             str(p.errors),
         )
         rows.append("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, _WIDTHS))))

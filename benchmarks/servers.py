@@ -301,6 +301,16 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def tree_thread_cpu_seconds(pid: int) -> dict[tuple[int, int], float]:
+    """User + system CPU seconds of every thread of ``pid`` and its live descendants, by (process, thread)."""
+    threads: dict[tuple[int, int], float] = {}
+    for proc in _tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            for thread in proc.threads():
+                threads[(proc.pid, thread.id)] = thread.user_time + thread.system_time
+    return threads
+
+
 def tree_rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` plus all its live descendants."""
     total = 0
