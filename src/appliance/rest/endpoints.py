@@ -123,6 +123,11 @@ class Endpoints:
     async def model_stats(self, model: str, version: str = "") -> dict[str, Any]:
         return model_statistics_json(self._dp.model_statistics(model, version))
 
+    async def infer_route(self, request: Request) -> Response:
+        """``infer`` as a plain Starlette endpoint: path parameters read directly, no FastAPI dependency solving."""
+        params = request.path_params
+        return await self.infer(request, params["model"], params.get("version", ""))
+
     async def infer(self, request: Request, model: str, version: str = "") -> Response:
         body = await read_body(request, self._max_request_bytes)
         header = request.headers.get(HEADER_LENGTH)
