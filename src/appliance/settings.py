@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +35,34 @@ class ModelControlMode(str, enum.Enum):
     """Load every model in the repository at start; the repository API cannot load or unload."""
     EXPLICIT = "explicit"
     """Load only the models named by ``load_model`` at start; the repository API loads and unloads."""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The response cache ``--cache-config`` asks for: ``local`` (in process) holding at most ``size`` bytes."""
+
+    kind: str
+    size: int
+
+
+def parse_cache_config(text: str) -> CacheConfig | None:
+    """Triton's ``--cache-config`` syntax, ``local,size=BYTES``; "" is no cache. ValueError says what is wrong."""
+    if not text:
+        return None
+    kind, _, rest = text.partition(",")
+    if kind != "local":
+        raise ValueError(f"--cache-config '{text}': unknown cache '{kind}' (this appliance has 'local,size=BYTES')")
+    size: int | None = None
+    for part in rest.split(",") if rest else []:
+        key, eq, value = part.partition("=")
+        if key != "size" or not eq:
+            raise ValueError(f"--cache-config '{text}': unknown setting '{part}' of the local cache (it has 'size')")
+        if not (value.isascii() and value.isdigit() and int(value) > 0):
+            raise ValueError(f"--cache-config '{text}': size must be a positive number of bytes, got '{value}'")
+        size = int(value)
+    if size is None:
+        raise ValueError(f"--cache-config '{text}': the local cache needs its size in bytes: 'local,size=BYTES'")
+    return CacheConfig(kind, size)
 
 
 class Settings(BaseSettings):
@@ -86,6 +115,16 @@ class Settings(BaseSettings):
     saving two thread hand-offs (tiny models); slower ones run on one thread per instance, where requests
     that arrive meanwhile queue up and batch. 0 turns it off."""
 
+    cache_config: str = ""
+    """Response cache, as Triton writes it: ``local,size=BYTES`` is an in-process LRU cache of at most BYTES;
+    it serves the models whose config.pbtxt has ``response_cache { enable: true }``. Empty: no cache."""
+
+    @field_validator("cache_config")
+    @classmethod
+    def _check_cache_config(cls, value: str) -> str:
+        parse_cache_config(value)
+        return value
+
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
     process (their config says so, or their backend needs it); empty: no Triton."""
@@ -101,6 +140,10 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     """Log level: debug, info, warning or error."""
+
+    def response_cache(self) -> CacheConfig | None:
+        """The response cache ``cache_config`` asks for; None when it asks for none."""
+        return parse_cache_config(self.cache_config)
 
     def resolved_build_id(self) -> str:
         """The build id, from settings or the image's os-release; empty when neither has one."""
@@ -147,7 +190,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         loaded = _FromSources(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         where = f" (config file {path})" if path else ""
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+        )
         raise SettingsError(f"invalid settings{where}: {problems}") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError names the line and column
         raise SettingsError(f"config file {path}: {exc}") from None

@@ -13,6 +13,7 @@ import logging
 from .. import __version__
 from ..settings import ModelControlMode, Settings
 from .backend import FactoryFor, LoadError
+from .cache import LocalResponseCache
 from .errors import InvalidArgument, NotFound, Unavailable, unknown_model
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import State
@@ -42,6 +43,9 @@ class DataPlane:
         """``factory_for`` chooses the backend of each model (:func:`appliance.backends.factory_for`)."""
         self.settings = settings
         self.metrics = Metrics()
+        cache = settings.response_cache()
+        self.cache = LocalResponseCache(cache.size) if cache is not None else None
+        self.metrics.cache = self.cache
         self.repository = ModelRepository(
             settings.model_repository,
             LoadOptions(
@@ -52,6 +56,7 @@ class DataPlane:
             ),
             self.metrics,
             factory_for,
+            self.cache,
         )
         self.shared_memory = SharedMemoryRegistry()
         self.build_id = settings.resolved_build_id()

@@ -56,8 +56,8 @@ class InferenceStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
-    cache_hit: Duration = field(default_factory=Duration)  # no response cache: always zero
-    cache_miss: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)  # response cache hits: lookup and extraction
+    cache_miss: Duration = field(default_factory=Duration)  # response cache misses: lookup and insertion
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from . import datatypes
 from .backend import Backend, BatchBackend, LoadError, SelfSchedulingBackend
 from .batching import DynamicBatcher, Execution
+from .cache import ResponseCache, content_digest, response_key
 from .errors import InferenceError, InvalidArgument, Status
 from .metadata import ModelMetadata, TensorMetadata
 from .model_config import (
@@ -64,7 +65,15 @@ class _InputCheck:
 class ModelVersion(abc.ABC):
     """A loaded model version. Built in a worker thread (:func:`serve`), started on the event loop (``start``)."""
 
-    def __init__(self, name: str, version: int, config: mc.ModelConfig, model_dir: Path, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        model_dir: Path,
+        metrics: Metrics,
+        cache: ResponseCache | None = None,
+    ) -> None:
         where = f"{model_dir / 'config.pbtxt'}"
         self.name = name
         self.version = version
@@ -80,6 +89,13 @@ class ModelVersion(abc.ABC):
         self._required = [s.name for s in self.inputs if not s.optional]
         self._outputs_by_name = {o.name: o for o in self.outputs}
         self.stats = VersionStats(metrics, name, str(version))
+        # Triton's rule: the response cache serves a model whose config enables it, on a server that has one.
+        self.cache = cache if config.response_cache.enable else None
+        self.digest = ""
+        if self.cache is not None:
+            self.digest = content_digest(model_dir, version, config.SerializeToString(deterministic=True))
+        elif config.response_cache.enable:
+            log.warning("model '%s': response_cache is enabled but the server has no cache (--cache-config)", name)
 
     @property
     def platform(self) -> str:
@@ -190,8 +206,22 @@ class ModelVersion(abc.ABC):
         start = time.perf_counter()
         try:
             inputs, batch_size, shape_key = self.check(request)
+            key, lookup_s = b"", 0.0
+            if self.cache is not None:
+                lookup = time.perf_counter()
+                key = response_key(self.name, self.version, self.digest, request.inputs, request.outputs)
+                cached = self.cache.get(key)
+                if cached is not None:
+                    end = time.perf_counter()
+                    self.stats.request_cache_hit(end - start, end - lookup)
+                    return InferResponse(self.name, str(self.version), request.id, cached)
+                lookup_s = time.perf_counter() - lookup
             outputs, queued_s = await self._run(inputs, batch_size, shape_key, request)
             response = self._response(request, outputs, batch_size)
+            if self.cache is not None:
+                insert = time.perf_counter()
+                self.cache.put(key, response.outputs)
+                self.stats.cache_missed(lookup_s + time.perf_counter() - insert)
         except InferenceError as exc:
             self.stats.request_failed(exc.status, time.perf_counter() - start)
             raise
@@ -266,8 +296,9 @@ class BatchedModelVersion(ModelVersion):
         backend: BatchBackend,
         metrics: Metrics,
         inline_compute_us: int,
+        cache: ResponseCache | None = None,
     ) -> None:
-        super().__init__(name, version, config, model_dir, metrics)
+        super().__init__(name, version, config, model_dir, metrics, cache)
         self.backend = backend
         self.batcher = DynamicBatcher(
             self.policy,
@@ -310,8 +341,9 @@ class DirectModelVersion(ModelVersion):
         model_dir: Path,
         backend: SelfSchedulingBackend,
         metrics: Metrics,
+        cache: ResponseCache | None = None,
     ) -> None:
-        super().__init__(name, version, config, model_dir, metrics)
+        super().__init__(name, version, config, model_dir, metrics, cache)
         self.backend = backend
         self._output_names = [o.name for o in self.outputs]
         self._inflight = 0
@@ -350,19 +382,21 @@ def serve(
     backend: Backend,
     metrics: Metrics,
     inline_compute_us: int,
+    cache: ResponseCache | None = None,
 ) -> ModelVersion:
     """The model version that serves a freshly loaded backend, as its kind asks. A batch backend is warmed up
-    first (a self-scheduling one warms up by itself), and closed when that or the config checks fail."""
+    first (a self-scheduling one warms up by itself), and closed when that or the config checks fail. ``cache``
+    is the server's response cache, used when the config enables it."""
     match backend:
         case BatchBackend():
             try:
                 warm_up(backend, config, model_dir)
-                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_us)
+                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_us, cache)
             except Exception:
                 backend.close()
                 raise
         case SelfSchedulingBackend():
-            return DirectModelVersion(name, version, config, model_dir, backend, metrics)
+            return DirectModelVersion(name, version, config, model_dir, backend, metrics, cache)
 
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:

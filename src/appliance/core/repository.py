@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .backend import BackendUnreachable, FactoryFor, LoadError
+from .cache import ResponseCache
 from .errors import (
     InvalidArgument,
     no_available_versions,
@@ -63,8 +64,16 @@ class LoadOptions:
 
 
 class ModelRepository:
-    def __init__(self, root: Path, options: LoadOptions, metrics: Metrics, factory_for: FactoryFor) -> None:
+    def __init__(
+        self,
+        root: Path,
+        options: LoadOptions,
+        metrics: Metrics,
+        factory_for: FactoryFor,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.root = root
+        self.cache = cache  # the response cache, for the models whose config enables it
         self.options = options
         self.metrics = metrics
         self.factory_for = factory_for  # which backend serves a config (appliance.backends.factory_for)
@@ -190,7 +199,7 @@ class ModelRepository:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
                 loaded[version] = serve(
-                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_us
+                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_us, self.cache
                 )
             except (LoadError, ConfigError) as exc:
                 failed[version] = exc

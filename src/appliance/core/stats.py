@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from .batching import Execution
+from .cache import ResponseCache
 from .errors import Status
 from .metadata import BatchStatistics, Duration, InferenceStatistics, ModelStatistics
 
@@ -34,6 +35,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._versions: dict[tuple[str, str], VersionStats] = {}
+        self.cache: ResponseCache | None = None  # the server's response cache, when it has one
         self.registry.register(self)  # a collector is anything with collect()
 
     def add(self, stats: VersionStats) -> None:
@@ -67,6 +69,10 @@ class Metrics:
         batch = HistogramMetricFamily("appliance_batch_size", "Samples per executed batch.", labels=_LABELS)
         pending = GaugeMetricFamily("appliance_pending_requests", "Requests waiting in the queue.", labels=_LABELS)
         ready = GaugeMetricFamily("appliance_model_ready", "1 when the model version is ready.", labels=_LABELS)
+        hits = CounterMetricFamily("appliance_cache_hits", "Requests answered from the response cache.", labels=_LABELS)
+        misses = CounterMetricFamily(
+            "appliance_cache_misses", "Requests looked up in the response cache and not found.", labels=_LABELS
+        )
         for v in list(self._versions.values()):
             labels = [v.model, v.version]
             success.add_metric(labels, v.success.count)
@@ -83,7 +89,18 @@ class Metrics:
                 family.add_metric(labels, histogram.cumulative(), histogram.sum)
             pending.add_metric(labels, v.pending())
             ready.add_metric(labels, 1 if v.ready else 0)
+            hits.add_metric(labels, v.cache_hit.count)
+            misses.add_metric(labels, v.cache_miss.count)
         yield from (success, failure, inference, execution, queue, compute, request, batch, pending, ready)
+        yield from (hits, misses)
+        if self.cache is not None:
+            cache = self.cache.statistics()
+            yield CounterMetricFamily(
+                "appliance_cache_evictions", "Responses evicted to keep the cache's budget.", value=cache.evictions
+            )
+            yield GaugeMetricFamily("appliance_cache_bytes", "Bytes the response cache holds.", value=cache.bytes)
+            yield GaugeMetricFamily("appliance_cache_budget_bytes", "The response cache's budget.", value=cache.budget)
+            yield GaugeMetricFamily("appliance_cache_entries", "Responses the cache holds.", value=cache.entries)
 
 
 class _Histogram:
@@ -145,6 +162,8 @@ class VersionStats:
         self.compute_input = _Duration()
         self.compute_infer = _Duration()
         self.compute_output = _Duration()
+        self.cache_hit = _Duration()  # lookup and extraction of a response cache hit
+        self.cache_miss = _Duration()  # lookup and insertion of a miss
         self.batches: dict[int, _BatchStats] = {}
         self.failures: dict[str, int] = {}  # by reason (a Status value)
         self.queue_histogram = _Histogram(_LATENCY_BUCKETS)
@@ -161,6 +180,18 @@ class VersionStats:
         self.last_inference_ms = int(time.time() * 1000)  # wall clock: a timestamp, not a duration
         self.request_histogram.observe(total_s)
         self.queue_histogram.observe(queue_s)
+
+    def request_cache_hit(self, total_s: float, lookup_s: float) -> None:
+        """A request answered from the response cache: a success (as in Triton, whose ``success`` includes cache
+        hits), with no queue time, no compute and no inference_count."""
+        self.success.add(total_s)
+        self.cache_hit.add(lookup_s)
+        self.last_inference_ms = int(time.time() * 1000)
+        self.request_histogram.observe(total_s)
+
+    def cache_missed(self, seconds: float) -> None:
+        """The lookup and insertion time of a request the response cache did not have."""
+        self.cache_miss.add(seconds)
 
     def request_failed(self, status: Status, total_s: float) -> None:
         self.fail.add(total_s)
@@ -196,6 +227,8 @@ class VersionStats:
                 compute_input=self.compute_input.total(),
                 compute_infer=self.compute_infer.total(),
                 compute_output=self.compute_output.total(),
+                cache_hit=self.cache_hit.total(),
+                cache_miss=self.cache_miss.total(),
             ),
             batch_stats=tuple(
                 BatchStatistics(
