@@ -1,8 +1,8 @@
 """The ``appliance`` command: ``serve`` and ``demo-repository``.
 
 Flags that ``tritonserver`` also has keep its names (``--model-repository``, ``--http-port``, ``--grpc-port``,
-``--model-control-mode``, ``--load-model``, ``--exit-timeout-secs``). Every flag is also a setting: see
-:mod:`appliance.settings` for the environment variables and the config file.
+``--model-control-mode``, ``--load-model``, ``--exit-timeout-secs``, ``--cache-config``). Every flag is also a
+setting: see :mod:`appliance.settings` for the environment variables and the config file.
 """
 
 from __future__ import annotations
