@@ -79,6 +79,7 @@ class ModelRepository:
         self.factory_for = factory_for  # which backend serves a config (appliance.backends.factory_for)
         self.models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._loads: dict[str, tuple[str | None, asyncio.Future[None]]] = {}  # load under way, by model
 
     def names_on_disk(self) -> list[str]:
         if not self.root.is_dir():
@@ -130,9 +131,30 @@ class ModelRepository:
         return self._locks.setdefault(name, asyncio.Lock())
 
     async def load(self, name: str, config_json: str | None = None) -> None:
-        """Load (or reload) a model; raises the load error after recording it in the model's status."""
+        """Load (or reload) a model; raises the load error after recording it in the model's status.
+
+        Loads of one model run one at a time. A call made while a load of the same model with the same config
+        is under way waits for that load and shares its outcome, error included, instead of loading again.
+        The load runs to its end even if the caller goes away (a client that disconnects)."""
         if "/" in name or name.startswith(".") or not name:
             raise InvalidArgument(f"invalid model name '{name}'")
+        current = self._loads.get(name)
+        if current is not None and current[0] == config_json:
+            await asyncio.shield(current[1])
+            return
+        task = asyncio.ensure_future(self._load(name, config_json))
+        self._loads[name] = (config_json, task)
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._loads.get(name, (None, None))[1] is task:
+                del self._loads[name]
+            if not done.cancelled():
+                done.exception()  # seen here too: every caller may have gone away (_load has logged it)
+
+        task.add_done_callback(forget)
+        await asyncio.shield(task)
+
+    async def _load(self, name: str, config_json: str | None) -> None:
         async with self._lock(name):
             entry = self.models.setdefault(name, ModelEntry(name))
             previous = {v: s for v, s in entry.versions.items() if s.served is not None}
