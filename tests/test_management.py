@@ -370,6 +370,36 @@ def test_load_of_a_broken_model_reports_its_error(server_factory, explicit_repo:
     assert server.http().is_model_ready("first")
 
 
+@pytest.mark.parametrize("broken", ["version 1's model file", "config"])
+def test_a_failed_reload_keeps_the_served_versions(server_factory, tmp_path, broken):
+    """Hot-swap: a reload that fails, for one version or as a whole, reports why and takes nothing away; fixed,
+    the next reload swaps."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    models.write_versioned(repo, "pair", "{ all: { } }", versions=(1, 2))  # version v adds v
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "pair")
+    client = server.http()
+    model_file = repo / "pair" / "1" / "model.onnx"
+    config_file = repo / "pair" / "config.pbtxt"
+    good_config = config_file.read_text()
+    if broken == "config":
+        config_file.write_text(good_config.replace("max_batch_size", "max_batch_sise"))
+    else:  # version 2 (the one the config is completed from) still loads
+        model_file.write_bytes(b"half a copy")
+    for load in (client.load_model, server.grpc().load_model):
+        with pytest.raises(InferenceServerException) as info:
+            load("pair")
+        assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+        assert ("model.onnx" if broken != "config" else "max_batch_sise") in info.value.message()
+        for version, added in (("1", 1.0), ("2", 2.0)):
+            assert client.is_model_ready("pair", version)
+            assert_same(infer_add(server, "pair", version), np.array([[1.0 + added, 2.0 + added]], np.float32))
+    model_file.write_bytes(models.add_model(5.0))  # a new version 1, which adds 5
+    config_file.write_text(good_config)
+    client.load_model("pair")
+    assert_same(infer_add(server, "pair", "1"), np.array([[6.0, 7.0]], np.float32))
+
+
 # -- a repository written for Triton ------------------------------------------------------------
 
 

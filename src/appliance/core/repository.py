@@ -162,7 +162,9 @@ class ModelRepository:
             try:
                 config, loaded, errors = await asyncio.to_thread(self._load_files, name, config_json)
             except (ConfigError, LoadError) as exc:
-                entry.state, entry.reason = State.UNAVAILABLE, str(exc)
+                # What served before keeps serving; the error is reported
+                entry.state = State.READY if previous else State.UNAVAILABLE
+                entry.reason = str(exc)
                 entry.retry = isinstance(exc, BackendUnreachable)
                 if not previous:
                     entry.versions = {}
@@ -173,18 +175,25 @@ class ModelRepository:
             for served in loaded.values():
                 served.start()
             versions = {v: VersionStatus(State.READY, "", s) for v, s in loaded.items()}
-            versions.update({v: VersionStatus(State.UNAVAILABLE, reason) for v, reason in failed.items()})
+            for version, reason in failed.items():
+                # A version that served before and fails to reload keeps serving (hot-swap: a failed load
+                # never takes a model away); one that did not is unavailable, with the reason.
+                before = previous.pop(version) if version in previous else None
+                versions[version] = before or VersionStatus(State.UNAVAILABLE, reason)
             entry.config, entry.versions = config, versions
-            entry.state = State.READY if loaded else State.UNAVAILABLE
+            serving = any(s.state is State.READY for s in versions.values())
+            entry.state = State.READY if serving else State.UNAVAILABLE
             entry.reason = "; ".join(f"version {v}: {r}" for v, r in failed.items())
-            for status in previous.values():
+            for status in previous.values():  # replaced by a new load, or no longer selected by the policy
                 assert status.served is not None
                 await status.served.stop()
             for version, reason in failed.items():
                 log.error("model '%s' version %d failed to load: %s", name, version, reason)
             log.info("model '%s' loaded: versions %s ready", name, sorted(loaded))
-            if failed and not loaded:
-                raise LoadError(f"failed to load '{name}': {entry.reason}")
+            if failed:  # the caller learns of every version that did not load, and what serves instead
+                kept = [str(v) for v in failed if versions[v].state is State.READY]
+                still = f"; the previous version {', '.join(kept)} keeps serving" if kept else ""
+                raise LoadError(f"failed to load '{name}': {entry.reason}{still}")
 
     def _load_files(
         self, name: str, config_json: str | None
