@@ -1,0 +1,88 @@
+"""Hot-swap under load (issue 10, item 4): a model reloaded 20 times through the repository API while 16 clients
+(REST and gRPC, the real tritonclient) keep sending requests. No request fails, readiness never blinks, and every
+request sent after a reload returned is answered by the new model."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from tests.support import models
+
+CLIENTS = 16
+SWAPS = 20
+X = np.array([[1.0, 2.0]], np.float32)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """As a deployment tool should: the new file appears whole or not at all."""
+    part = path.with_suffix(".part")
+    part.write_bytes(data)
+    os.replace(part, path)
+
+
+def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    models.write_versioned(repo, "swap", "{ latest: { num_versions: 1 } }", versions=(1,))  # adds 1
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "swap")
+    stop = threading.Event()
+    answers: list[tuple[float, float]] = []  # (when the request was sent, what it added)
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        grpc = index % 2 == 0
+        module = grpcclient if grpc else httpclient
+        connection = module.InferenceServerClient(server.grpc_url if grpc else server.http_url)
+        tensor = module.InferInput("x", [1, 2], "FP32")
+        tensor.set_data_from_numpy(X)
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                added = float(connection.infer("swap", [tensor]).as_numpy("y")[0, 0] - X[0, 0])
+            except Exception as exc:  # every failure is reported by the assertion below
+                with lock:
+                    failures.append(f"{'gRPC' if grpc else 'REST'}: {exc}")
+                continue
+            with lock:
+                answers.append((sent, added))
+
+    not_ready: list[float] = []
+
+    def watch_readiness() -> None:
+        probe = httpclient.InferenceServerClient(server.http_url)
+        while not stop.is_set():
+            if not (probe.is_model_ready("swap") and probe.is_server_ready()):
+                not_ready.append(time.monotonic())
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    threads.append(threading.Thread(target=watch_readiness))
+    for thread in threads:
+        thread.start()
+    swapped: list[tuple[float, float]] = []  # (when the reload returned, what the new model adds)
+    admin = httpclient.InferenceServerClient(server.http_url)
+    try:
+        time.sleep(0.2)
+        for value in range(2, SWAPS + 2):
+            write_atomically(repo / "swap" / "1" / "model.onnx", models.add_model(float(value)))
+            admin.load_model("swap")
+            swapped.append((time.monotonic(), float(value)))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert failures == []
+    assert not_ready == []  # readiness never blinked
+    assert len(answers) > 10 * SWAPS  # the load ran through every swap
+    for done, adds in swapped:
+        later = [added for sent, added in answers if sent > done]
+        assert later and min(later) >= adds, f"a request sent after the swap to +{adds} got +{min(later)}"
+    assert admin.is_model_ready("swap")
