@@ -41,6 +41,7 @@ def test_serve_help_documents_every_option():
         "--http-port",
         "--grpc-port",
         "--model-control-mode",
+        "--repository-poll-secs",
         "--load-model",
         "--exit-timeout-secs",
         "--max-request-bytes",
@@ -111,8 +112,10 @@ def test_missing_config_file(tmp_path: Path):
 
 
 def test_bad_flag_value(tmp_path: Path):
-    result = run("serve", "--model-control-mode", "poll", timeout=30)
-    assert result.returncode == 2 and "poll" in result.stderr
+    result = run("serve", "--model-control-mode", "sometimes", timeout=30)
+    assert result.returncode == 2 and "sometimes" in result.stderr
+    result = run("serve", "--model-repository", str(tmp_path), "--repository-poll-secs", "0", timeout=30)
+    assert result.returncode == 2 and "repository_poll_secs" in result.stderr
     result = run("serve", "--model-repository", str(tmp_path), "--http-port", "-5", timeout=30)
     assert result.returncode == 2 and "http_port" in result.stderr
 

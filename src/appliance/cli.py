@@ -1,8 +1,9 @@
 """The ``appliance`` command: ``serve`` and ``demo-repository``.
 
 Flags that ``tritonserver`` also has keep its names (``--model-repository``, ``--http-port``, ``--grpc-port``,
-``--model-control-mode``, ``--load-model``, ``--exit-timeout-secs``, ``--cache-config``). Every flag is also a
-setting: see :mod:`appliance.settings` for the environment variables and the config file.
+``--model-control-mode``, ``--repository-poll-secs``, ``--load-model``, ``--exit-timeout-secs``,
+``--cache-config``). Every flag is also a setting: see :mod:`appliance.settings` for the environment variables
+and the config file.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--model-control-mode", choices=[m.value for m in ModelControlMode], help=_doc("model_control_mode")
     )
+    serve.add_argument("--repository-poll-secs", type=float, metavar="SECONDS", help=_doc("repository_poll_secs"))
     serve.add_argument("--load-model", action="append", metavar="NAME", help=_doc("load_model") + "; repeatable")
     serve.add_argument("--http-address", metavar="ADDR", help=_doc("http_address"))
     serve.add_argument("--http-port", type=int, metavar="PORT", help=_doc("http_port"))

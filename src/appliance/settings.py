@@ -35,6 +35,9 @@ class ModelControlMode(str, enum.Enum):
     """Load every model in the repository at start; the repository API cannot load or unload."""
     EXPLICIT = "explicit"
     """Load only the models named by ``load_model`` at start; the repository API loads and unloads."""
+    POLL = "poll"
+    """Load every model at start, then follow the repository on disk every ``repository_poll_secs``: new models
+    load, removed ones unload, changed ones reload (hot-swap); the repository API cannot load or unload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,14 @@ class Settings(BaseSettings):
     """Triton-layout model repository: ``<repo>/<model>/config.pbtxt`` and ``<repo>/<model>/<version>/``."""
 
     model_control_mode: ModelControlMode = ModelControlMode.NONE
-    """``none`` loads every model at start; ``explicit`` loads only ``load_model`` and allows load/unload."""
+    """``none`` loads every model at start; ``explicit`` loads only ``load_model`` and allows load/unload;
+    ``poll`` loads every model at start, then applies the repository's changes on disk (new, removed, changed
+    models) every ``repository_poll_secs``."""
+
+    repository_poll_secs: float = Field(default=15.0, gt=0)
+    """In ``poll`` mode, seconds between two scans of the repository (Triton's default, 15). Triton takes whole
+    seconds; this takes any positive number. A change is applied once two scans in a row see it the same, so a
+    copy in progress is not loaded: deploy by copying beside the model (``.name``) and renaming into place."""
 
     load_model: list[str] = Field(default_factory=list)
     """Models to load at start in ``explicit`` mode (``*`` loads all)."""

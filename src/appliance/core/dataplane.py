@@ -8,6 +8,7 @@ adapter maps through a single table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from .. import __version__
@@ -18,6 +19,7 @@ from .errors import InvalidArgument, NotFound, Unavailable, unknown_model
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import State
 from .model_config import ModelConfig
+from .poller import RepositoryPoller
 from .repository import LoadOptions, ModelRepository
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
@@ -62,6 +64,12 @@ class DataPlane:
         self.build_id = settings.resolved_build_id()
         self._started = False
         self._refresher: asyncio.Task[None] | None = None
+        self.poller = (
+            RepositoryPoller(self.repository, settings.repository_poll_secs)
+            if settings.model_control_mode is ModelControlMode.POLL
+            else None
+        )
+        self._polling: asyncio.Task[None] | None = None
         self._draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
@@ -71,6 +79,8 @@ class DataPlane:
 
     async def start(self) -> None:
         """Load the models the control mode asks for. A model that fails is logged and left UNAVAILABLE."""
+        if self.poller is not None:
+            await self.poller.prime()  # before loading: a change made while the models load is seen
         names = self.repository.names_on_disk()
         if self.settings.model_control_mode is ModelControlMode.EXPLICIT:
             wanted = self.settings.load_model
@@ -85,6 +95,8 @@ class DataPlane:
         self._started = True
         if self.settings.triton_url:
             self._refresher = asyncio.create_task(self._refresh_forever())
+        if self.poller is not None:
+            self._polling = asyncio.create_task(self.poller.run_forever())
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -107,8 +119,11 @@ class DataPlane:
         return True
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
+        for task in (self._refresher, self._polling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # a load it started runs to its end; unload_all waits for it
         await self.repository.unload_all()
         self.shared_memory.close()
 
@@ -164,6 +179,8 @@ class DataPlane:
         return [r for r in rows if r.state is State.READY] if ready_only else rows
 
     def _check_explicit(self, action: str) -> None:
+        if self.settings.model_control_mode is ModelControlMode.POLL:  # Triton's text and status
+            raise Unavailable("explicit model load / unload is not allowed if polling is enabled")
         if self.settings.model_control_mode is not ModelControlMode.EXPLICIT:
             raise Unavailable(f"cannot {action} models: model control mode is not 'explicit'")
 
