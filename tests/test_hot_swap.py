@@ -1,6 +1,8 @@
-"""Hot-swap under load (issue 10, item 4): a model reloaded 20 times through the repository API while 16 clients
-(REST and gRPC, the real tritonclient) keep sending requests. No request fails, readiness never blinks, and every
-request sent after a reload returned is answered by the new model."""
+"""Hot-swap under load (issue 10, item 4): a model reloaded 20 times while 16 clients (REST and gRPC, the real
+tritonclient) keep sending requests, in both ways a reload happens: through the repository API (EXPLICIT mode)
+and by a change on disk that the server finds by itself (POLL mode). No request fails, readiness never blinks,
+and every request sent after a reload is answered by the new model: after the load call returned (EXPLICIT), or
+after the new model's first answer (POLL, where no call tells when the swap happened)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
@@ -18,6 +21,8 @@ from tests.support import models
 CLIENTS = 16
 SWAPS = 20
 X = np.array([[1.0, 2.0]], np.float32)
+POLL_SECS = "0.1"
+SWAP_DEADLINE_S = 60
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -27,11 +32,27 @@ def write_atomically(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
-def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Path) -> None:
+def _wait_for_answer(client: httpclient.InferenceServerClient, adds: float) -> None:
+    """Until the model answers with the new value (POLL mode: the server reloads when it sees the change)."""
+    tensor = httpclient.InferInput("x", [1, 2], "FP32")
+    tensor.set_data_from_numpy(X)
+    deadline = time.monotonic() + SWAP_DEADLINE_S
+    while time.monotonic() < deadline:
+        if float(client.infer("swap", [tensor]).as_numpy("y")[0, 0] - X[0, 0]) == adds:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the model did not change to +{adds} within {SWAP_DEADLINE_S} s of the change on disk")
+
+
+@pytest.mark.parametrize("mode", ["explicit", "poll"])
+def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Path, mode: str) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
     models.write_versioned(repo, "swap", "{ latest: { num_versions: 1 } }", versions=(1,))  # adds 1
-    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "swap")
+    if mode == "explicit":
+        server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "swap")
+    else:
+        server = server_factory(repo, "--model-control-mode", "poll", "--repository-poll-secs", POLL_SECS)
     stop = threading.Event()
     answers: list[tuple[float, float]] = []  # (when the request was sent, what it added)
     failures: list[str] = []
@@ -66,13 +87,16 @@ def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Pat
     threads.append(threading.Thread(target=watch_readiness))
     for thread in threads:
         thread.start()
-    swapped: list[tuple[float, float]] = []  # (when the reload returned, what the new model adds)
+    swapped: list[tuple[float, float]] = []  # (when the reload was seen done, what the new model adds)
     admin = httpclient.InferenceServerClient(server.http_url)
     try:
         time.sleep(0.2)
         for value in range(2, SWAPS + 2):
             write_atomically(repo / "swap" / "1" / "model.onnx", models.add_model(float(value)))
-            admin.load_model("swap")
+            if mode == "explicit":
+                admin.load_model("swap")
+            else:
+                _wait_for_answer(admin, float(value))
             swapped.append((time.monotonic(), float(value)))
             time.sleep(0.05)
     finally:
