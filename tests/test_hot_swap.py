@@ -64,24 +64,30 @@ def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Pat
         connection = module.InferenceServerClient(server.grpc_url if grpc else server.http_url)
         tensor = module.InferInput("x", [1, 2], "FP32")
         tensor.set_data_from_numpy(X)
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                added = float(connection.infer("swap", [tensor]).as_numpy("y")[0, 0] - X[0, 0])
-            except Exception as exc:  # every failure is reported by the assertion below
+        try:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    added = float(connection.infer("swap", [tensor]).as_numpy("y")[0, 0] - X[0, 0])
+                except Exception as exc:  # every failure is reported by the assertion below
+                    with lock:
+                        failures.append(f"{'gRPC' if grpc else 'REST'}: {exc}")
+                    continue
                 with lock:
-                    failures.append(f"{'gRPC' if grpc else 'REST'}: {exc}")
-                continue
-            with lock:
-                answers.append((sent, added))
+                    answers.append((sent, added))
+        finally:
+            connection.close()  # in this thread: tritonclient.http's gevent pool cannot close from another
 
     not_ready: list[float] = []
 
     def watch_readiness() -> None:
         probe = httpclient.InferenceServerClient(server.http_url)
-        while not stop.is_set():
-            if not (probe.is_model_ready("swap") and probe.is_server_ready()):
-                not_ready.append(time.monotonic())
+        try:
+            while not stop.is_set():
+                if not (probe.is_model_ready("swap") and probe.is_server_ready()):
+                    not_ready.append(time.monotonic())
+        finally:
+            probe.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
     threads.append(threading.Thread(target=watch_readiness))
