@@ -106,6 +106,13 @@ def _as_bytes(array: np.ndarray | None) -> np.ndarray | None:
     return np.array([v.encode() if isinstance(v, str) else v for v in array.reshape(-1)], object).reshape(array.shape)
 
 
+def metadata(client: Any, transport: str, name: str, version: str = "") -> dict[str, Any]:
+    """Model metadata as JSON from either client (gRPC's message through ``as_json``)."""
+    if transport == "http":
+        return client.get_model_metadata(name, version)
+    return client.get_model_metadata(name, version, as_json=True)
+
+
 def check_output(
     model: QaModel, name: str, got: np.ndarray | None, expected: np.ndarray, batch: int = BATCH, free: int = SIZE
 ) -> None:
@@ -133,19 +140,11 @@ def test_metadata_names_types_shapes_and_served_versions(
     clients: dict[str, Any], model: QaModel, transport: str
 ) -> None:
     client = clients[transport]
-    meta = (
-        client.get_model_metadata(model.name)
-        if transport == "http"
-        else client.get_model_metadata(model.name, as_json=True)
-    )
+    meta = metadata(client, transport, model.name)
     assert meta["name"] == model.name
     assert meta["versions"] == [str(v) for v in model.served]
     for version in model.served:  # as Triton: the metadata of one version lists that version alone
-        served = (
-            client.get_model_metadata(model.name, str(version))
-            if transport == "http"
-            else client.get_model_metadata(model.name, str(version), as_json=True)
-        )
+        served = metadata(client, transport, model.name, str(version))
         assert (served["name"], served["versions"]) == (model.name, [str(version)])
     assert meta["platform"] == "onnxruntime_onnx"
     shape = [-1, SIZE] if model.batched else [SIZE]
@@ -351,11 +350,7 @@ def test_variable_dims_are_minus_one_in_the_metadata(
     variable_clients: dict[str, Any], model: QaModel, transport: str
 ) -> None:
     client = variable_clients[transport]
-    meta = (
-        client.get_model_metadata(model.name)
-        if transport == "http"
-        else client.get_model_metadata(model.name, as_json=True)
-    )
+    meta = metadata(client, transport, model.name)
     assert meta["versions"] == ["1"]
     shapes = {t["name"]: [int(d) for d in t["shape"]] for t in meta["inputs"] + meta["outputs"]}
     assert shapes == dict.fromkeys(["INPUT0", "INPUT1", "OUTPUT0", "OUTPUT1"], model.client_dims)

@@ -127,7 +127,6 @@ class ModelVersion(abc.ABC):
         batch_size = 1
         shape_key: list[tuple[int, ...]] = []
         # Triton's texts where it has one (its InferenceRequest::Normalize), "[request id: ...] " first as there.
-        where = f"[request id: {request.id or '<id_unknown>'}] "
         for tensor in request.inputs:
             check = self._checks.get(tensor.name)
             if check is None:
@@ -140,30 +139,34 @@ class ModelVersion(abc.ABC):
             spec = check.spec
             if tensor.datatype != spec.datatype.name:
                 raise InvalidArgument(
-                    f"{where}inference input '{tensor.name}' data-type is '{tensor.datatype}', but model "
-                    f"'{self.name}' expects '{spec.datatype.name}'"
+                    f"{_request_tag(request)}inference input '{tensor.name}' data-type is '{tensor.datatype}', "
+                    f"but model '{self.name}' expects '{spec.datatype.name}'"
                 )
             shape = tensor.shape
             item = shape[1:] if batched else shape
             if batched and not shape:
                 raise InvalidArgument(
-                    f"{where}input '{tensor.name}' has no shape but model requires batch dimension for '{self.name}'"
+                    f"{_request_tag(request)}input '{tensor.name}' has no shape but model requires batch dimension "
+                    f"for '{self.name}'"
                 )
             if batched and inputs and shape[0] != batch_size:
                 raise InvalidArgument(
-                    f"{where}input '{tensor.name}' batch size does not match other inputs for '{self.name}'"
+                    f"{_request_tag(request)}input '{tensor.name}' batch size does not match other inputs "
+                    f"for '{self.name}'"
                 )
             if batched and shape[0] > self.max_batch_size:
                 raise InvalidArgument(
-                    f"{where}inference request batch-size must be <= {self.max_batch_size} for '{self.name}' "
-                    f"(input '{tensor.name}' has shape {_dims(shape)})"
+                    f"{_request_tag(request)}inference request batch-size must be <= {self.max_batch_size} "
+                    f"for '{self.name}' (input '{tensor.name}' has shape {_dims(shape)})"
                 )
             if batched and shape[0] < 1:
-                raise InvalidArgument(f"{where}input '{tensor.name}': batch size {shape[0]} is not at least 1")
+                raise InvalidArgument(
+                    f"{_request_tag(request)}input '{tensor.name}': batch size {shape[0]} is not at least 1"
+                )
             if not (item == check.dims if check.fixed else _matches(item, check.dims)):
                 raise InvalidArgument(
-                    f"{where}unexpected shape for input '{tensor.name}' for model '{self.name}'. Expected "
-                    f"{_dims(([-1] if batched else []) + list(spec.dims))}, got {_dims(shape)}. "
+                    f"{_request_tag(request)}unexpected shape for input '{tensor.name}' for model '{self.name}'. "
+                    f"Expected {_dims(([-1] if batched else []) + list(spec.dims))}, got {_dims(shape)}. "
                     + (_IMPLICIT_BATCH_NOTE if batched else "")
                 )
             if batched:
@@ -183,9 +186,9 @@ class ModelVersion(abc.ABC):
                     else f"number of inputs between {len(self._required)} and {len(self.inputs)}"
                 )
                 raise InvalidArgument(
-                    f"{where}expected {expected} but got {len(inputs)} inputs for model '{self.name}'. Got input(s) "
-                    f"{_names(inputs)}, but missing required input(s) {_names(missing)}. Please provide all "
-                    "required input(s)."
+                    f"{_request_tag(request)}expected {expected} but got {len(inputs)} inputs for model '{self.name}'. "
+                    f"Got input(s) {_names(inputs)}, but missing required input(s) {_names(missing)}. "
+                    "Please provide all required input(s)."
                 )
         for requested in request.outputs:
             if requested.name not in self._outputs_by_name:
@@ -401,6 +404,11 @@ def serve(
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
     return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims))
+
+
+def _request_tag(request: InferRequest) -> str:
+    """How Triton's errors start: ``[request id: ...] `` (made only when an error is raised)."""
+    return f"[request id: {request.id or '<id_unknown>'}] "
 
 
 def _names(names: Iterable[str]) -> str:

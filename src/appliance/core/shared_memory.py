@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import math
 import mmap
 import os
 import stat
@@ -269,22 +270,17 @@ class Lease:
             what = f"input '{item.name}'"
             datatype = datatypes.by_name(item.datatype, what)
             mapping, start = self._regions[item.ref.region].window(item.ref)
-            count = 1
-            for dim in item.shape:
-                count *= dim
-            if datatype.name == "BYTES":
-                with memoryview(mapping) as view:
-                    data = datatypes.deserialize_bytes(view[start : start + item.ref.byte_size], count, what)
-                array = data.reshape(item.shape)
-            else:
-                expected = count * datatype.dtype.itemsize
+            if datatype.name != "BYTES":  # Triton's text for a size that does not fit the tensor
+                expected = math.prod(item.shape) * datatype.dtype.itemsize
                 if item.ref.byte_size != expected:
                     raise InvalidArgument(
                         f"input byte size mismatch for input '{item.name}' for model '{request.model_name}'. "
                         f"Expected {expected}, got {item.ref.byte_size}"
                     )
-                array = np.frombuffer(mapping, datatype.dtype, count, start).reshape(item.shape)
-                array.flags.writeable = False  # the client's memory: backends read it, never write it
+            with memoryview(mapping) as view:
+                # numbers: a view of the mapping, no copy (it keeps its own export); BYTES: decoded into objects
+                array = datatypes.from_raw(view[start : start + item.ref.byte_size], datatype, item.shape, what)
+            array.flags.writeable = False  # the client's memory: backends read it, never write it
             tensor = InputTensor(item.name, datatype.name, item.shape, array)
             request.inputs.append(tensor)
             self._views.append(tensor)
