@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
     serve.add_argument("--cache-config", metavar="local,size=BYTES", help=_doc("cache_config"))
+    serve.add_argument("--routes-file", type=Path, metavar="FILE", help=_doc("routes_file"))
     serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
     serve.add_argument("--triton-check-interval-s", type=float, metavar="SECONDS", help=_doc("triton_check_interval_s"))
     serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
         parse_cache_config(value)
         return value
 
+    routes_file: Path | None = None
+    """Where the routes (A/B, canary, shadow) declared through ``/v2/routes`` are kept, and read back at start;
+    each change is written atomically. Unset: routes last until the server stops. The image keeps them in
+    ``/var/lib/appliance/routes.json``."""
+
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
     process (their config says so, or their backend needs it); empty: no Triton."""

@@ -327,3 +327,80 @@ class ModelsRepo:
 
     root: Path
     files: dict[str, bytes]
+
+
+# -- route arms ----------------------------------------------------------------------------------
+
+
+def failing_add_model() -> bytes:
+    """Declares ``y = x + v`` over ``[B, 2]`` but reshapes to ``[-1, 3]``: every request of batch 1 or 2 fails in
+    ONNX Runtime (a canary made to fail)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "failing_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [numpy_helper.from_array(np.array([-1, 3], np.int64), "shape")],
+    )
+    return _finish(graph)
+
+
+def slow_add_model(value: float, loops: int = 24, n: int = 160) -> bytes:
+    """``y = x + value`` over ``[B, 2]``, after ``loops`` chained ``[n, n]`` MatMuls that depend on the input (so
+    ONNX Runtime cannot fold them): the same answers as :func:`add_model`, some milliseconds later (a canary
+    made slow)."""
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["m_in", "W"], ["m_out"]), helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [n, n]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [n, n]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Sigmoid", ["s"], ["sg"]),
+            helper.make_node("Mul", ["W", "sg"], ["m0"]),
+            helper.make_node("Loop", ["loops", "cond", "m0"], ["mfin"], body=body),
+            helper.make_node("ReduceSum", ["mfin"], ["t"], keepdims=0),
+            helper.make_node("Mul", ["t", "zero"], ["tz"]),
+            helper.make_node("Add", ["x", "value"], ["xv"]),
+            helper.make_node("Add", ["xv", "tz"], ["y"]),
+        ],
+        "slow_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [
+            numpy_helper.from_array(q.astype(np.float32), "W"),
+            numpy_helper.from_array(np.array(loops, np.int64), "loops"),
+            numpy_helper.from_array(np.array(True), "cond"),
+            numpy_helper.from_array(np.array(0, np.float32), "zero"),
+            numpy_helper.from_array(np.array(value, np.float32), "value"),
+        ],
+    )
+    return _finish(graph)
+
+
+def write_arms(repo: Path, name: str, versions: dict[int, bytes]) -> None:
+    """A model with the ``[B, 2]`` FP32 ``x`` -> ``y`` interface of :func:`add_model`, every version served."""
+    _write(
+        repo,
+        name,
+        f"""\
+        name: "{name}"
+        backend: "onnxruntime"
+        max_batch_size: 4
+        input [ {{ name: "x" data_type: TYPE_FP32 dims: [ 2 ] }} ]
+        output [ {{ name: "y" data_type: TYPE_FP32 dims: [ 2 ] }} ]
+        version_policy: {{ all: {{ }} }}
+        """,
+        versions,
+    )

@@ -15,15 +15,16 @@ from .. import __version__
 from ..settings import ModelControlMode, Settings
 from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache
-from .errors import InvalidArgument, NotFound, Unavailable, unknown_model
+from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
-from .model import State
+from .model import ModelVersion, State
 from .model_config import ModelConfig
 from .poller import RepositoryPoller
 from .repository import LoadOptions, ModelRepository
+from .routes import RouteTable
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
-from .types import InferRequest, InferResponse
+from .types import InferRequest, InferResponse, InputTensor
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class DataPlane:
             self.cache,
         )
         self.shared_memory = SharedMemoryRegistry()
+        self.routes = RouteTable(self.repository, settings.routes_file, self._infer_on_model)
+        self.repository.reserved = self.routes.__contains__
+        self.metrics.registry.register(self.routes)
         self.build_id = settings.resolved_build_id()
         self._started = False
         self._refresher: asyncio.Task[None] | None = None
@@ -90,8 +94,9 @@ class DataPlane:
         for name in names:
             try:
                 await self.repository.load(name)
-            except (LoadError, InvalidArgument) as exc:
+            except (LoadError, InvalidArgument, Conflict) as exc:
                 log.error("%s", exc)
+        await self.routes.start()  # after the models: a route's arms are models
         self._started = True
         if self.settings.triton_url:
             self._refresher = asyncio.create_task(self._refresh_forever())
@@ -124,6 +129,7 @@ class DataPlane:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task  # a load it started runs to its end; unload_all waits for it
+        await self.routes.stop()
         await self.repository.unload_all()
         self.shared_memory.close()
 
@@ -141,7 +147,10 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether the model (or that version) serves now. As in Triton, a version the version policy does not
-        serve, or that is not on disk, is not ready rather than an error; an unknown model is NotFound."""
+        serve, or that is not on disk, is not ready rather than an error; an unknown model is NotFound. A route
+        is ready when every arm that gets traffic is."""
+        if name in self.routes and not version:
+            return self.routes.ready(name)
         if name not in self.repository.models:
             raise unknown_model(name)
         try:
@@ -151,6 +160,8 @@ class DataPlane:
         return True
 
     def model_metadata(self, name: str, version: str = "") -> ModelMetadata:
+        if name in self.routes and not version:
+            return self.routes.metadata(name)
         served = self.repository.get(name, version)
         if version:  # as Triton: the metadata of one version lists that version alone
             return served.metadata([str(served.version)])
@@ -228,19 +239,42 @@ class DataPlane:
     async def infer(self, request: InferRequest) -> InferResponse:
         if self._draining:
             raise Unavailable("server is shutting down and accepts no new requests")
-        served = self.repository.get(request.model_name, request.model_version)
+        route = self.routes.get(request.model_name)
+        if route is None:
+            served = self.repository.get(request.model_name, request.model_version)  # fail before counting
         self._inflight += 1
         self._idle.clear()
         try:
-            if not request.uses_shared_memory():
-                return await served.infer(request)
-            require_local_client(request.local_client)
-            with self.shared_memory.lease(request) as lease:
-                lease.read_inputs()
-                response = await served.infer(request)
-                lease.write_outputs(response)
-                return response
+            if route is not None:
+                return await route.infer(request)
+            return await self._infer_on(served, request, False)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def _infer_on_model(
+        self, request: InferRequest, own_inputs: bool, served: ModelVersion | None
+    ) -> InferResponse:
+        """A request that a route has given an arm: on ``served``, or on the model the request names when None (a
+        canary's baseline copy is not in the repository). ``own_inputs``: copy what is read from shared memory,
+        so the inputs outlive the request (a shadow arm reads them after)."""
+        if served is None:
+            served = self.repository.get(request.model_name, request.model_version)
+        return await self._infer_on(served, request, own_inputs)
+
+    async def _infer_on(self, served: ModelVersion, request: InferRequest, own_inputs: bool) -> InferResponse:
+        if not request.uses_shared_memory():
+            return await served.infer(request)
+        require_local_client(request.local_client)
+        with self.shared_memory.lease(request) as lease:
+            lease.read_inputs()
+            if own_inputs:
+                read = {i.name for i in request.shared_memory_inputs}
+                request.inputs = [
+                    InputTensor(t.name, t.datatype, t.shape, t.data.copy()) if t.name in read else t
+                    for t in request.inputs
+                ]
+            response = await served.infer(request)
+            lease.write_outputs(response)
+            return response

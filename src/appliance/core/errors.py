@@ -23,6 +23,7 @@ class Status(enum.Enum):
     ALREADY_EXISTS = "already_exists"
     UNSUPPORTED = "unsupported"
     PERMISSION_DENIED = "permission_denied"
+    CONFLICT = "conflict"
     INTERNAL = "internal"
 
 
@@ -58,6 +59,13 @@ class Unsupported(InferenceError):
 
 class PermissionDenied(InferenceError):
     status = Status.PERMISSION_DENIED
+
+
+class Conflict(InferenceError):
+    """The request clashes with the server's state: a name a model and a route both claim, a canary action with
+    no canary running."""
+
+    status = Status.CONFLICT
 
 
 # Triton's own texts for a model or version that cannot serve (its model_repository_manager and model_lifecycle):

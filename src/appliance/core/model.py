@@ -73,6 +73,7 @@ class ModelVersion(abc.ABC):
         model_dir: Path,
         metrics: Metrics,
         cache: ResponseCache | None = None,
+        stats_version: str = "",
     ) -> None:
         where = f"{model_dir / 'config.pbtxt'}"
         self.name = name
@@ -88,7 +89,8 @@ class ModelVersion(abc.ABC):
         self._checks = {s.name: _InputCheck(s, s.dims, -1 not in s.dims) for s in self.inputs}
         self._required = [s.name for s in self.inputs if not s.optional]
         self._outputs_by_name = {o.name: o for o in self.outputs}
-        self.stats = VersionStats(metrics, name, str(version))
+        # A copy of a version served beside it (a canary's baseline) counts under its own label
+        self.stats = VersionStats(metrics, name, stats_version or str(version))
         # Triton's rule: the response cache serves a model whose config enables it, on a server that has one.
         self.cache = cache if config.response_cache.enable else None
         self.digest = ""
@@ -300,8 +302,9 @@ class BatchedModelVersion(ModelVersion):
         metrics: Metrics,
         inline_compute_us: int,
         cache: ResponseCache | None = None,
+        stats_version: str = "",
     ) -> None:
-        super().__init__(name, version, config, model_dir, metrics, cache)
+        super().__init__(name, version, config, model_dir, metrics, cache, stats_version)
         self.backend = backend
         self.batcher = DynamicBatcher(
             self.policy,
@@ -345,8 +348,9 @@ class DirectModelVersion(ModelVersion):
         backend: SelfSchedulingBackend,
         metrics: Metrics,
         cache: ResponseCache | None = None,
+        stats_version: str = "",
     ) -> None:
-        super().__init__(name, version, config, model_dir, metrics, cache)
+        super().__init__(name, version, config, model_dir, metrics, cache, stats_version)
         self.backend = backend
         self._output_names = [o.name for o in self.outputs]
         self._inflight = 0
@@ -386,20 +390,24 @@ def serve(
     metrics: Metrics,
     inline_compute_us: int,
     cache: ResponseCache | None = None,
+    stats_version: str = "",
 ) -> ModelVersion:
     """The model version that serves a freshly loaded backend, as its kind asks. A batch backend is warmed up
     first (a self-scheduling one warms up by itself), and closed when that or the config checks fail. ``cache``
-    is the server's response cache, used when the config enables it."""
+    is the server's response cache, used when the config enables it; ``stats_version`` labels the statistics of
+    a copy served beside the version itself."""
     match backend:
         case BatchBackend():
             try:
                 warm_up(backend, config, model_dir)
-                return BatchedModelVersion(name, version, config, model_dir, backend, metrics, inline_compute_us, cache)
+                return BatchedModelVersion(
+                    name, version, config, model_dir, backend, metrics, inline_compute_us, cache, stats_version
+                )
             except Exception:
                 backend.close()
                 raise
         case SelfSchedulingBackend():
-            return DirectModelVersion(name, version, config, model_dir, backend, metrics, cache)
+            return DirectModelVersion(name, version, config, model_dir, backend, metrics, cache, stats_version)
 
 
 def _matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:

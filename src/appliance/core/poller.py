@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from .backend import LoadError
-from .errors import InvalidArgument
+from .errors import Conflict, InvalidArgument
 from .repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -104,5 +104,5 @@ class RepositoryPoller:
         log.info("model '%s' is new or changed in the repository: loading", name)
         try:
             await self.repository.load(name)
-        except (LoadError, InvalidArgument):
+        except (LoadError, InvalidArgument, Conflict):
             pass  # the repository has logged it and shows the reason in the index; what served keeps serving

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from .backend import BackendUnreachable, FactoryFor, LoadError
 from .cache import ResponseCache
 from .errors import (
+    Conflict,
     InvalidArgument,
     no_available_versions,
     unknown_model,
@@ -26,7 +28,7 @@ from .errors import (
     version_not_ready,
 )
 from .metadata import RepositoryModel
-from .model import DirectModelVersion, ModelVersion, State, serve
+from .model import BatchedModelVersion, DirectModelVersion, ModelVersion, State, serve
 from .model_config import ConfigError, available_versions, read_config, select_versions
 from .stats import Metrics
 
@@ -80,6 +82,7 @@ class ModelRepository:
         self.models: dict[str, ModelEntry] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loads: dict[str, tuple[str | None, asyncio.Future[None]]] = {}  # load under way, by model
+        self.reserved: Callable[[str], bool] = lambda name: False  # names a model may not take (routes')
 
     def names_on_disk(self) -> list[str]:
         if not self.root.is_dir():
@@ -138,6 +141,8 @@ class ModelRepository:
         The load runs to its end even if the caller goes away (a client that disconnects)."""
         if "/" in name or name.startswith(".") or not name:
             raise InvalidArgument(f"invalid model name '{name}'")
+        if self.reserved(name):
+            raise Conflict(f"model '{name}' has the name of route '{name}'; delete the route first")
         current = self._loads.get(name)
         if current is not None and current[0] == config_json:
             await asyncio.shield(current[1])
@@ -235,6 +240,36 @@ class ModelRepository:
             except (LoadError, ConfigError) as exc:
                 failed[version] = exc
         return config, loaded, failed
+
+    async def load_copy(self, name: str, version: str, label: str) -> ModelVersion:
+        """A second, independent copy of the version that serves ``name`` / ``version`` now: its own sessions and
+        batcher, its statistics labelled ``label``, never in the model table (a canary's baseline). The caller
+        starts it and stops it. Only for versions served in process."""
+        served = self.get(name, version)
+        if not isinstance(served, BatchedModelVersion):
+            raise InvalidArgument(f"model '{name}' is not served in process: a copy of it cannot run beside it")
+        model_dir = self.root / name
+
+        def build() -> ModelVersion:
+            factory = self.factory_for(served.config, self.options.triton_url)
+            backend = factory.load(served.config, model_dir, served.version, self.options)
+            return serve(
+                name,
+                served.version,
+                served.config,
+                model_dir,
+                backend,
+                self.metrics,
+                self.options.inline_compute_us,
+                stats_version=label,
+            )
+
+        try:
+            copy = await asyncio.to_thread(build)
+        except (LoadError, ConfigError) as exc:
+            raise InvalidArgument(f"a copy of model '{name}' version {served.version} failed to load: {exc}") from None
+        copy.start()
+        return copy
 
     async def unload(self, name: str) -> None:
         """Stop serving a model: new requests get UNAVAILABLE, queued and running ones finish first."""

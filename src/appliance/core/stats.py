@@ -21,7 +21,7 @@ from .cache import ResponseCache
 from .errors import Status
 from .metadata import BatchStatistics, Duration, InferenceStatistics, ModelStatistics
 
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LABELS = ["model", "version"]
 
@@ -103,7 +103,7 @@ class Metrics:
             yield GaugeMetricFamily("appliance_cache_entries", "Responses the cache holds.", value=cache.entries)
 
 
-class _Histogram:
+class Histogram:
     """A Prometheus histogram's counts, without locks: updated on the event loop thread only."""
 
     __slots__ = ("bounds", "counts", "sum")
@@ -166,10 +166,10 @@ class VersionStats:
         self.cache_miss = _Duration()  # lookup and insertion of a miss
         self.batches: dict[int, _BatchStats] = {}
         self.failures: dict[str, int] = {}  # by reason (a Status value)
-        self.queue_histogram = _Histogram(_LATENCY_BUCKETS)
-        self.compute_histogram = _Histogram(_LATENCY_BUCKETS)
-        self.request_histogram = _Histogram(_LATENCY_BUCKETS)
-        self.batch_histogram = _Histogram(_BATCH_BUCKETS)
+        self.queue_histogram = Histogram(LATENCY_BUCKETS)
+        self.compute_histogram = Histogram(LATENCY_BUCKETS)
+        self.request_histogram = Histogram(LATENCY_BUCKETS)
+        self.batch_histogram = Histogram(_BATCH_BUCKETS)
         self.ready = False
         self.pending: Callable[[], int] = lambda: 0  # requests waiting in the queue, read at scrape time
         metrics.add(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,8 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     # Whether the client is on this machine; the adapters find out only for requests that use shared memory
     local_client: bool = False
+    # The REST headers or gRPC metadata (lower-case keys), read by a route's sticky key
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def uses_shared_memory(self) -> bool:
         return bool(self.shared_memory_inputs) or any(o.shared_memory is not None for o in self.outputs)

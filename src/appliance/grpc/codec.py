@@ -138,6 +138,8 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
     message = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version, id=response.id
     )
+    for key, value in response.parameters.items():
+        _set_parameter(message.parameters[key], value)
     for tensor in response.outputs:
         out = message.outputs.add()
         out.name = tensor.name
@@ -147,3 +149,14 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
         shared = tensor.shared_memory is not None
         message.raw_output_contents.append(b"" if shared else datatypes.to_raw(tensor.data))
     return message
+
+
+def _set_parameter(param: pb.InferParameter, value: Any) -> None:
+    if isinstance(value, bool):
+        param.bool_param = value
+    elif isinstance(value, int):
+        param.int64_param = value
+    elif isinstance(value, float):
+        param.double_param = value
+    else:
+        param.string_param = str(value)

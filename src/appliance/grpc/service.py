@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import grpc
@@ -39,6 +39,7 @@ GRPC_STATUS = {
     Status.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
     Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Status.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
@@ -56,10 +57,36 @@ def local_client(context: Any) -> bool:
     return False
 
 
+class _Metadata(Mapping[str, str]):
+    """The call's metadata as a read-only mapping, read from grpc only when something asks (a route's sticky key)."""
+
+    __slots__ = ("_context", "_items")
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self._items: dict[str, str] | None = None
+
+    def _read(self) -> dict[str, str]:
+        if self._items is None:
+            pairs = self._context.invocation_metadata() or ()
+            self._items = {k: v for k, v in pairs if isinstance(v, str)}  # binary (-bin) values are bytes
+        return self._items
+
+    def __getitem__(self, key: str) -> str:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
 def _decode(message: pb.ModelInferRequest, context: Any) -> InferRequest:
     request = decode_infer_request(message)
     if request.uses_shared_memory():
         request.local_client = local_client(context)
+    request.headers = _Metadata(context)
     return request
 
 

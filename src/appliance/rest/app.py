@@ -31,6 +31,7 @@ HTTP_STATUS = {
     Status.ALREADY_EXISTS: 400,  # as Triton answers it
     Status.UNSUPPORTED: 400,
     Status.PERMISSION_DENIED: 403,
+    Status.CONFLICT: 409,
     Status.INTERNAL: 500,
 }
 
@@ -94,6 +95,11 @@ def routes(endpoints: Endpoints) -> list[BaseRoute]:
         post("/v2/repository/index", e.repository_index, "repository", "Models in the repository and their state"),
         post("/v2/repository/models/{model}/load", e.repository_load, "repository", "Load or reload a model"),
         post("/v2/repository/models/{model}/unload", e.repository_unload, "repository", "Unload a model"),
+        get("/v2/routes", e.routes, "routes", "Every route, with its arms' figures and canary decisions"),
+        get("/v2/routes/{name}", e.route, "routes", "One route"),
+        APIRoute("/v2/routes/{name}", e.route_declare, methods=["PUT"], tags=["routes"], summary="Declare or replace"),
+        APIRoute("/v2/routes/{name}", e.route_delete, methods=["DELETE"], tags=["routes"], summary="Delete a route"),
+        post("/v2/routes/{name}/{action}", e.route_action, "routes", "Canary: promote, rollback, pause or resume"),
         get(f"{system}/status", e.system_shared_memory_status, "shared memory", "Every system shared memory region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, "shared memory", "One region"),
         post(

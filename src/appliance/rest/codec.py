@@ -229,6 +229,8 @@ def encode_infer_response(
     doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
     if response.id:
         doc["id"] = response.id
+    if response.parameters:
+        doc["parameters"] = response.parameters
     doc["outputs"] = outputs
     header = json.dumps(doc, separators=(",", ":")).encode()
     if not chunks:

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..core.dataplane import DataPlane
-from ..core.errors import InvalidArgument, TooLarge
+from ..core.errors import InvalidArgument, NotFound, TooLarge
+from ..core.routes import Verdict
 from ..core.shared_memory import is_local_client
 from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response, json_object
 from .encode import (
@@ -28,6 +29,9 @@ from .encode import (
     repository_index_json,
     server_metadata_json,
 )
+
+#: The canary actions of ``POST /v2/routes/{name}/{action}``.
+_ACTIONS = {v.value: v for v in (Verdict.PROMOTE, Verdict.ROLLBACK, Verdict.PAUSE, Verdict.RESUME)}
 
 #: Responses of inference larger than this are compressed when the client accepts it.
 COMPRESS_OVER_BYTES = 1024
@@ -138,6 +142,7 @@ class Endpoints:
         )
         if infer_request.uses_shared_memory():
             infer_request.local_client = local_client(request)
+        infer_request.headers = request.headers  # case-insensitive; a route's sticky key may be one
         task = asyncio.ensure_future(self._dp.infer(infer_request))
         # A client that disconnects cancels its request: it is dropped if it has not reached a batch yet.
         watcher = asyncio.ensure_future(request.receive())
@@ -207,6 +212,28 @@ class Endpoints:
 
     async def cuda_shared_memory_unregister(self, name: str = "") -> Response:
         return Response(status_code=200)  # nothing is ever registered
+
+    # -- routes ----------------------------------------------------------------------------------
+
+    async def routes(self) -> dict[str, Any]:
+        return {"routes": self._dp.routes.reports()}
+
+    async def route(self, name: str) -> dict[str, Any]:
+        return self._dp.routes.report(name)
+
+    async def route_declare(self, name: str, request: Request) -> dict[str, Any]:
+        body = await read_body(request, self._max_request_bytes)
+        return await self._dp.routes.declare(name, json_object(body))
+
+    async def route_delete(self, name: str) -> Response:
+        await self._dp.routes.delete(name)
+        return Response(status_code=200)
+
+    async def route_action(self, name: str, action: str) -> dict[str, Any]:
+        verdict = _ACTIONS.get(action)
+        if verdict is None:
+            raise NotFound(f"unknown route action '{action[:32]}' (promote, rollback, pause, resume)")
+        return await self._dp.routes.act(name, verdict)
 
     # -- repository ------------------------------------------------------------------------------
 
