@@ -47,7 +47,9 @@ def _graph_io(path: Path) -> tuple[list[Any], list[Any]]:
                 graph = next((span for field, span in _fields(data, 0, len(data)) if field == 7), None)
                 if graph is None:
                     raise ValueError("it has no graph")
-                inputs, outputs, initializers = [], [], set()
+                inputs: list[Any] = []
+                outputs: list[Any] = []
+                initializers: set[str] = set()
                 for field, (start, end) in _fields(data, *graph):
                     if field == 11:
                         inputs.append(onnx.ValueInfoProto.FromString(bytes(data[start:end])))
