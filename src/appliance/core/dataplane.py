@@ -240,12 +240,13 @@ class DataPlane:
         if self._draining:
             raise Unavailable("server is shutting down and accepts no new requests")
         route = self.routes.get(request.model_name)
-        if route is None:
-            served = self.repository.get(request.model_name, request.model_version)  # fail before counting
+        # An unknown model fails here, before it counts as in flight
+        served = self.repository.get(request.model_name, request.model_version) if route is None else None
         self._inflight += 1
         self._idle.clear()
         try:
-            if route is not None:
+            if served is None:
+                assert route is not None
                 return await route.infer(request)
             return await self._infer_on(served, request, False)
         finally:
