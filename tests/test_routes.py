@@ -402,3 +402,19 @@ def test_a_corrupt_routes_file_starts_without_the_route_naming_file_and_line(tmp
         assert _names(server) == []
         assert f"routes file {routes_file} line 3: not valid JSON" in server.log()
         assert server.http().is_server_ready()
+
+
+def test_a_routes_file_that_cannot_be_written_refuses_the_change(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    routes_file = tmp_path / "routes.json"
+    with running_server(repo, tmp_path / "server.log", "--routes-file", str(routes_file)) as server:
+        _declare(server, "kept", {"arms": [{"model": "add", "weight": 1}]})
+        routes_file.rename(tmp_path / "kept.json")
+        routes_file.mkdir()  # a folder where the file goes: every write fails (even for root)
+        answer = _put(server, "new", {"arms": [{"model": "twin", "weight": 1}]})
+        assert answer.status_code == 500
+        assert answer.json()["error"].startswith(f"the routes cannot be kept in {routes_file}: ")
+        assert httpx.delete(f"{server.base}/v2/routes/kept").status_code == 500
+        assert _names(server) == ["kept"]  # neither change happened
+        assert _infer(server.grpc(), "kept") == (4.0, "add:4")  # no version: the highest
+        assert f"routes file {routes_file}: cannot be written" in server.log()

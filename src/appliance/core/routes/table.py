@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from ..errors import Conflict, InferenceError, InvalidArgument, NotFound, Unavailable
+from ..errors import Conflict, InferenceError, InternalError, InvalidArgument, NotFound, Unavailable
 from ..metadata import ModelMetadata, TensorMetadata
 from ..repository import ModelRepository
 from .canary import Verdict
@@ -103,11 +103,15 @@ class RouteTable:
             old = self.routes.get(name)
             route = Route(spec, self._call)
             await self._load_baseline(route)
+            try:
+                await self._save({**self.routes, name: route})  # on disk first: a failed write changes nothing
+            except InternalError:
+                await route.stop()
+                raise
             await self._stop_canary(name)
             self.routes[name] = route
             if old is not None:
                 await old.stop()
-            await self._save()
             self._start_canary(route)
         log.info("route '%s' %s: %s", name, "replaced" if old else "declared", route.spec.to_json())
         return route.to_json()
@@ -115,10 +119,10 @@ class RouteTable:
     async def delete(self, name: str) -> None:
         async with self._lock:
             route = self._route(name)
+            await self._save({n: r for n, r in self.routes.items() if n != name})
             await self._stop_canary(name)
             del self.routes[name]
             await route.stop()
-            await self._save()
         log.info("route '%s' deleted", name)
 
     async def act(self, name: str, verdict: Verdict) -> dict[str, Any]:
@@ -243,18 +247,25 @@ class RouteTable:
 
     # -- the routes file -------------------------------------------------------------------------
 
-    async def _save(self) -> None:
+    async def _save(self, table: dict[str, Route] | None = None) -> None:
+        """Write ``table`` (the routes as they are now, by default) to the routes file; InternalError naming the
+        file when it cannot be written."""
         if self.path is None:
             return
+        table = self.routes if table is None else table
         routes: dict[str, dict[str, Any]] = {}
-        for name in sorted(self.routes):
-            route = self.routes[name]
+        for name in sorted(table):
+            route = table[name]
             entry = route.spec.to_json()
             state = route.state_json()
             if state is not None:
                 entry["state"] = state
             routes[name] = entry
-        await asyncio.to_thread(write_routes, self.path, routes)
+        try:
+            await asyncio.to_thread(write_routes, self.path, routes)
+        except OSError as exc:
+            log.error("routes file %s: cannot be written: %s", self.path, exc)
+            raise InternalError(f"the routes cannot be kept in {self.path}: {exc.strerror or exc}") from None
 
     # -- metrics ---------------------------------------------------------------------------------
 
