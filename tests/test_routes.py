@@ -418,3 +418,14 @@ def test_a_routes_file_that_cannot_be_written_refuses_the_change(tmp_path: Path)
         assert _names(server) == ["kept"]  # neither change happened
         assert _infer(server.grpc(), "kept") == (4.0, "add:4")  # no version: the highest
         assert f"routes file {routes_file}: cannot be written" in server.log()
+
+
+def test_in_poll_mode_a_model_folder_with_a_route_name_is_not_loaded(tmp_path: Path) -> None:
+    repo = _repo(tmp_path / "repo")
+    flags = ("--model-control-mode", "poll", "--repository-poll-secs", "0.1")
+    with running_server(repo, tmp_path / "server.log", *flags) as server:
+        _declare(server, "fresh", {"arms": [{"model": "twin", "weight": 1}]})
+        models.write_arms(repo, "fresh", {1: models.add_model(9.0)})
+        _wait_for(lambda: "model 'fresh' is not loaded" in server.log(), "the poller logs the clash")
+        assert "model 'fresh' is not loaded: model 'fresh' has the name of route 'fresh'" in server.log()
+        assert _infer(server.grpc(), "fresh") == (1.0, "twin:1")

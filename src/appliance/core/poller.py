@@ -104,5 +104,7 @@ class RepositoryPoller:
         log.info("model '%s' is new or changed in the repository: loading", name)
         try:
             await self.repository.load(name)
-        except (LoadError, InvalidArgument, Conflict):
+        except Conflict as exc:
+            log.error("model '%s' is not loaded: %s", name, exc.message)
+        except (LoadError, InvalidArgument):
             pass  # the repository has logged it and shows the reason in the index; what served keeps serving
