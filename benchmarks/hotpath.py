@@ -8,6 +8,11 @@ server spends more on the same code.
 
     python benchmarks/hotpath.py                      # mlp and cnn, 20,000 requests each
     python benchmarks/hotpath.py --models mlp --profile  # and the top functions under cProfile
+    python benchmarks/hotpath.py --routes             # and through a route of one arm and one of two
+
+With ``--routes``, each model is also called through ``<model>_route`` (one arm: the model) and ``<model>_ab``
+(two arms, 50/50: the model and ``<model>_b``, a copy, with a sticky key no request sends), in interleaved
+rounds, and the route's cost is printed as microseconds a request over calling the model itself.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import asyncio
 import cProfile
 import pstats
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +42,17 @@ def request_bytes(model: str, inputs: list[tuple[str, str, list[int]]]) -> bytes
     return message.SerializeToString()
 
 
-async def measure(repo: Path, models: list[str], count: int, profile: bool) -> None:
+class _Context:
+    """What the handler reads of grpc's context: no metadata, a loopback peer."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+
+async def measure(repo: Path, models: list[str], count: int, profile: bool, routes: bool = False) -> None:
     from appliance.backends import factory_for
     from appliance.core.dataplane import DataPlane
     from appliance.grpc.service import handler_table
@@ -51,10 +67,14 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool) -> N
             shapes = [(i.name, i.datatype, [1, *i.shape[1:]]) for i in meta.inputs]
             data = request_bytes(model, shapes)
 
-            async def one(data: bytes = data) -> bytes:
+            async def one(data: bytes = data, context: _Context = _Context()) -> bytes:
                 request: Any = infer.request_deserializer(data)
-                response = await infer.unary_unary(request, None)
+                response = await infer.unary_unary(request, context)
                 return infer.response_serializer(response)  # type: ignore[no-any-return]
+
+            if routes:
+                await _compare_routes(dataplane, model, shapes, infer, count)
+                continue
 
             for _ in range(min(count, 2000)):
                 await one()
@@ -77,11 +97,38 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool) -> N
         await dataplane.stop()
 
 
+async def _compare_routes(dataplane: Any, model: str, shapes: Any, infer: Any, count: int, rounds: int = 5) -> None:
+    await dataplane.routes.declare(f"{model}_route", {"arms": [{"model": model, "weight": 1}]})
+    arms = [{"model": model, "weight": 50}, {"model": f"{model}_b", "weight": 50}]
+    await dataplane.routes.declare(f"{model}_ab", {"arms": arms, "sticky": "x-user"})
+    context = _Context()
+    cpu_us: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name in (model, f"{model}_route", f"{model}_ab"):
+            data = request_bytes(name, shapes)
+            per_round = max(count // rounds, 1)
+            for _ in range(min(per_round, 500)):  # warm
+                await infer.unary_unary(infer.request_deserializer(data), context)
+            cpu = time.process_time()
+            for _ in range(per_round):
+                response = await infer.unary_unary(infer.request_deserializer(data), context)
+                infer.response_serializer(response)
+            cpu_us.setdefault(name, []).append((time.process_time() - cpu) / per_round * 1e6)
+    plain = sorted(cpu_us[model])[rounds // 2]
+    for name, values in cpu_us.items():
+        median = sorted(values)[rounds // 2]
+        extra = (
+            "" if name == model else f", {median - plain:+5.1f} us over the model ({(median / plain - 1) * 100:+.1f}%)"
+        )
+        print(f"{name:10}: {median:6.1f} us of CPU a request (median of {rounds} rounds){extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="mlp,cnn", help="demo models to measure")
     parser.add_argument("--count", type=int, default=20000, help="requests per model")
     parser.add_argument("--profile", action="store_true", help="print the top functions under cProfile")
+    parser.add_argument("--routes", action="store_true", help="also through a route of one arm and one of two")
     args = parser.parse_args()
     import uvloop
 
@@ -90,8 +137,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         write_demo_repository(repo)
+        for model in args.models.split(",") if args.routes else []:  # the second arm of the A/B route
+            shutil.copytree(repo / model, repo / f"{model}_b")
+            config = repo / f"{model}_b" / "config.pbtxt"
+            config.write_text(config.read_text().replace(f'name: "{model}"', f'name: "{model}_b"'))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(measure(repo, args.models.split(","), args.count, args.profile))
+            runner.run(measure(repo, args.models.split(","), args.count, args.profile, args.routes))
 
 
 if __name__ == "__main__":

@@ -126,7 +126,9 @@ class Route:
 
     def choose(self, sticky: str | None) -> int:
         """The index of the arm that serves a request; ``sticky`` (the request's key) pins it by hashing."""
-        if sticky is None or len(self._serving) == 1:
+        if len(self._serving) == 1:
+            return self._serving[0]
+        if sticky is None:
             at = bisect_right(self._cumulative, self._rng.random() * self._total)
             return self._serving[min(at, len(self._serving) - 1)]
         key = b"\0" + sticky.encode()
