@@ -52,6 +52,9 @@ class _Context:
         return "ipv4:127.0.0.1:1"
 
 
+_CONTEXT = _Context()
+
+
 async def measure(repo: Path, models: list[str], count: int, profile: bool, routes: bool = False) -> None:
     from appliance.backends import factory_for
     from appliance.core.dataplane import DataPlane
@@ -67,9 +70,9 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool, rout
             shapes = [(i.name, i.datatype, [1, *i.shape[1:]]) for i in meta.inputs]
             data = request_bytes(model, shapes)
 
-            async def one(data: bytes = data, context: _Context = _Context()) -> bytes:
+            async def one(data: bytes = data) -> bytes:
                 request: Any = infer.request_deserializer(data)
-                response = await infer.unary_unary(request, context)
+                response = await infer.unary_unary(request, _CONTEXT)
                 return infer.response_serializer(response)  # type: ignore[no-any-return]
 
             if routes:
@@ -101,7 +104,7 @@ async def _compare_routes(dataplane: Any, model: str, shapes: Any, infer: Any, c
     await dataplane.routes.declare(f"{model}_route", {"arms": [{"model": model, "weight": 1}]})
     arms = [{"model": model, "weight": 50}, {"model": f"{model}_b", "weight": 50}]
     await dataplane.routes.declare(f"{model}_ab", {"arms": arms, "sticky": "x-user"})
-    context = _Context()
+    context = _CONTEXT
     cpu_us: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name in (model, f"{model}_route", f"{model}_ab"):
