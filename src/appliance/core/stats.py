@@ -101,6 +101,11 @@ class Metrics:
             yield GaugeMetricFamily("appliance_cache_bytes", "Bytes the response cache holds.", value=cache.bytes)
             yield GaugeMetricFamily("appliance_cache_budget_bytes", "The response cache's budget.", value=cache.budget)
             yield GaugeMetricFamily("appliance_cache_entries", "Responses the cache holds.", value=cache.entries)
+            yield GaugeMetricFamily(
+                "appliance_cache_available",
+                "1 when the response cache can be used (a Redis cache: connected); 0 while requests run without it.",
+                value=1 if cache.available else 0,
+            )
 
 
 class Histogram:
