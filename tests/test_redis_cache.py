@@ -54,6 +54,18 @@ def _stored_keys(redis: RedisProcess) -> list[bytes]:
     return [k for k in keys if isinstance(k, bytes)]
 
 
+def _stored(redis: RedisProcess, key: bytes = b"", value: bytes = b"") -> bytes:
+    """Wait until the appliance's insert has reached Redis (it does not wait for SET's reply, so another
+    connection can get there first): the only key of ours, or ``key`` holding ``value``. Returns the key."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        keys = _stored_keys(redis)
+        if (not key and len(keys) == 1) or (key and redis.call(b"GET", key) == value):
+            return key or keys[0]
+        time.sleep(0.01)
+    raise AssertionError(f"nothing stored in Redis: keys {_stored_keys(redis)}")
+
+
 # -- the server ------------------------------------------------------------------------------------
 
 
@@ -86,6 +98,7 @@ def test_two_servers_share_the_cache(server_factory, cache_repo, redis):
     first, second = _serve(server_factory, cache_repo, redis), _serve(server_factory, cache_repo, redis)
     x = image(7)
     miss = infer(first, "grpc", "cnn", "image", x)
+    _stored(redis)
     hit = infer(second, "http", "cnn", "image", x)
     assert miss.tobytes() == hit.tobytes()
     assert cache_counts(statistics(first, "grpc", "cnn")) == (0, 1)
@@ -118,18 +131,21 @@ def test_a_malformed_value_in_redis_is_a_miss(server_factory, cache_repo, redis)
     server = _serve(server_factory, cache_repo, redis)
     x = np.array([[3.0, 4.0]], np.float32)
     assert infer(server, "http", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]
-    (key,) = _stored_keys(redis)
+    key = _stored(redis)
     good = redis.call(b"GET", key)
     assert isinstance(good, bytes) and good.startswith(MAGIC)
     for planted in (b"not ours", good[:-1], MAGIC + b"\xff" * 16):
         redis.call(b"SET", key, planted)
         assert infer(server, "grpc", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]  # run again
+        _stored(redis, key, good)  # and stored again
     redis.call(b"DEL", key)
     redis.call(b"RPUSH", key, b"a list")  # a key of ours holding another type: GET fails with WRONGTYPE
     assert infer(server, "http", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]
+    _stored(redis, key, good)  # SET replaces a value of any type
     redis.call(b"DEL", key)
-    assert infer(server, "http", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]  # stored again
     assert infer(server, "http", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]
+    _stored(redis, key, good)
+    assert infer(server, "http", "add", "x", x, version="1").tolist() == [[4.0, 5.0]]  # a hit
     assert cache_counts(statistics(server, "http", "add", "1")) == (1, 6)
     log = server.log()
     assert log.count("is not a stored response") == 1  # logged once
