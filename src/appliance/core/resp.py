@@ -89,7 +89,8 @@ async def read_reply(reader: asyncio.StreamReader, depth: int = 0) -> Reply | Re
 
 def _number(body: bytes) -> int:
     text = body.decode("ascii", errors="replace")
-    if not (text.isascii() and text.lstrip("-").isdigit() and len(text) <= 20):
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19):
         raise RedisConnectionError(f"Redis sent {text!r} where a number belongs")
     return int(text)
 
@@ -173,3 +174,6 @@ class RedisConnection:
             self.close(str(exc))
         except OSError as exc:
             self.close(f"connection error: {exc}")
+        except Exception as exc:  # a bug here must not leave commands waiting for replies that cannot come
+            self.close(f"reading replies failed: {exc!r}")
+            raise
