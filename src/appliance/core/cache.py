@@ -34,8 +34,9 @@ _TENSOR_OVERHEAD = 64
 @dataclass(frozen=True, slots=True)
 class CacheStatistics:
     """Counters of a whole cache: lookups that hit and missed, entries evicted to keep the budget, the bytes and
-    entries held now (``bytes`` never above ``budget``; a budget of 0 is none), and whether the store can be
-    used now (a Redis that is down is not; the local cache always is)."""
+    entries held now and the budget (0: none), and whether the store can be used now (a Redis that is down is
+    not; the local cache always is). The local cache never holds more than its budget; Redis's figures are its
+    own (``used_memory`` may pass ``maxmemory`` for a moment, and other users' keys count too)."""
 
     hits: int
     misses: int

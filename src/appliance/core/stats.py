@@ -96,7 +96,9 @@ class Metrics:
         if self.cache is not None:
             cache = self.cache.statistics()
             yield CounterMetricFamily(
-                "appliance_cache_evictions", "Responses evicted to keep the cache's budget.", value=cache.evictions
+                "appliance_cache_evictions",
+                "Responses evicted to keep the cache's budget (Redis: its evicted_keys).",
+                value=cache.evictions,
             )
             yield GaugeMetricFamily("appliance_cache_bytes", "Bytes the response cache holds.", value=cache.bytes)
             yield GaugeMetricFamily("appliance_cache_budget_bytes", "The response cache's budget.", value=cache.budget)
