@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import uvloop
 
 from appliance.core.cache_codec import MAGIC, MalformedEntry, decode_outputs, encode_outputs
 from appliance.core.redis_cache import KEY_PREFIX, RedisResponseCache, parse_info
@@ -500,6 +501,20 @@ def test_a_killed_redis_fails_what_waits_on_it(redis):
             await RedisConnection.open("127.0.0.1", redis.port, 0.1, 0.1)
 
     asyncio.run(go())
+
+
+def test_a_command_on_a_connection_reset_under_it_fails_its_future_and_raises_nothing(redis):
+    async def go() -> None:
+        connection = await RedisConnection.open("127.0.0.1", redis.port, 1.0, 1.0)
+        connection._writer.transport.abort()  # a reset: uvloop closes the handle at once,
+        await asyncio.sleep(0)  # and the reader has not seen the end yet
+        future = connection.send(b"GET", b"k")  # no exception here (uvloop's write raises one)
+        with pytest.raises(RedisConnectionError):
+            await future
+        assert connection.closed
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the server's loop
+        runner.run(go())
 
 
 def test_the_cache_in_process(redis):

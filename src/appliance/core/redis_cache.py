@@ -70,6 +70,10 @@ class RedisResponseCache(ResponseCache):
                 self._usable()  # notes the loss and starts reconnecting
             except RedisError as exc:  # a key of ours holding another type, say
                 self._log_once("get", "response cache: Redis at %s refused a GET (%s); treated as a miss", exc)
+            except Exception as exc:  # never a failed request because of the cache
+                connection.close(f"lookup failed: {exc!r}")
+                self._usable()
+                self._log_once("bug", "response cache: a lookup in Redis at %s failed unexpectedly (%r)", exc)
             else:
                 outputs = self._decode(value)
                 if outputs is not None:
@@ -97,7 +101,7 @@ class RedisResponseCache(ResponseCache):
             return
         try:
             value = encode_outputs(outputs)
-        except ValueError as exc:
+        except Exception as exc:  # a rank or name the format cannot hold: not kept, never a failed request
             self._log_once("encode", "response cache: a response cannot be stored in Redis at %s (%s)", exc)
             return
         connection.send(b"SET", KEY_PREFIX + key, value).add_done_callback(self._stored)

@@ -131,7 +131,13 @@ class RedisConnection:
             future.set_exception(RedisConnectionError(self._closed))
             return future
         self._waiting.append(future)
-        self._writer.write(encode_command(args))
+        if self._writer.transport.is_closing():  # reset by the peer before the reader saw it
+            self.close("the connection was closed by Redis or the network")
+            return future
+        try:
+            self._writer.write(encode_command(args))
+        except (OSError, RuntimeError) as exc:  # uvloop raises RuntimeError on a transport it has closed
+            self.close(f"write failed: {exc}")
         return future
 
     async def call(self, *args: bytes) -> Reply:
