@@ -44,8 +44,11 @@ def redis(tmp_path: Path) -> Iterator[RedisProcess]:
         process.kill()
 
 
-def _serve(server_factory: Any, repo: Path, redis: RedisProcess, *extra: str) -> ServerProcess:
-    server: ServerProcess = server_factory(repo, "--cache-config", f"redis,host=127.0.0.1,port={redis.port}", *extra)
+def _serve(server_factory: Any, repo: Path, redis: RedisProcess, *extra: str, timeout_ms: int = 1000) -> ServerProcess:
+    """A server on ``redis``. The socket timeout is 1 s rather than the default 100 ms where a test counts hits
+    exactly, so that a loaded machine's pause cannot turn a hit into a miss; the hung-Redis test uses 100 ms."""
+    config = f"redis,host=127.0.0.1,port={redis.port},socket_timeout={timeout_ms}"
+    server: ServerProcess = server_factory(repo, "--cache-config", config, *extra)
     return server
 
 
@@ -204,7 +207,7 @@ def test_redis_killed_mid_run_costs_no_request_and_the_cache_comes_back(server_f
 
 
 def test_a_hung_redis_costs_a_request_at_most_the_socket_timeout(server_factory, cache_repo, redis):
-    server = _serve(server_factory, cache_repo, redis)
+    server = _serve(server_factory, cache_repo, redis, timeout_ms=100)  # the default
     x = np.array([[5.0, 5.0]], np.float32)
     infer(server, "http", "add", "x", x, version="1")
     redis.pause()  # connected, and nothing answers
