@@ -6,18 +6,25 @@ one at a time with the real tritonclient: ``miss`` gives every request new input
 kept), ``hit`` repeats one input (answered from the cache), ``plain`` repeats it on the model without a cache.
 Prints p50 / p99 / mean in microseconds, client side, and the server's cache statistics.
 
+With ``--cache redis`` the cache is a ``redis-server`` started for the run (loopback, a free port, nothing saved;
+it must be installed) or the one ``--redis HOST:PORT`` names: a hit then costs a round trip to Redis and the
+decoding of the stored value, a miss a lookup that finds nothing and a ``SET`` not waited for.
+
     python benchmarks/response_cache.py                        # gRPC and REST, 1,000 requests a point
     python benchmarks/response_cache.py --transports grpc --count 5000
+    python benchmarks/response_cache.py --cache redis
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +79,52 @@ def timed(send: Callable[[np.ndarray], Any], inputs: list[np.ndarray]) -> np.nda
     return np.array(times) * 1e6
 
 
+@contextlib.contextmanager
+def cache_flags(kind: str, redis: str, size: int, workdir: Path) -> Iterator[list[str]]:
+    """The ``--cache-config`` of the run; for ``redis`` without an address, a redis-server of its own."""
+    if kind == "local":
+        yield ["--cache-config", f"local,size={size}"]
+        return
+    if redis:
+        host, _, port = redis.rpartition(":")
+        yield ["--cache-config", f"redis,host={host},port={port}"]
+        return
+    from appliance.reference_triton import free_ports
+
+    (port_number,) = free_ports(1, "127.0.0.1")
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "redis.log").open("wb") as log:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port_number), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--maxmemory", str(size), "--maxmemory-policy", "allkeys-lru"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(0.3)  # the appliance connects at start and keeps trying every second if this was too soon
+        yield ["--cache-config", f"redis,host=127.0.0.1,port={port_number}"]
+    finally:
+        process.kill()
+        process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transports", default="grpc,http")
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--count", type=int, default=1000, help="requests a point")
-    parser.add_argument("--cache-bytes", type=int, default=256 * 1024 * 1024)
+    parser.add_argument("--cache-bytes", type=int, default=256 * 1024 * 1024, help="local size or Redis maxmemory")
+    parser.add_argument("--cache", choices=["local", "redis"], default="local")
+    parser.add_argument("--redis", default="", metavar="HOST:PORT", help="a running Redis (default: start one)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         repo = prepare(Path(tmp))
-        with running_appliance(repo, Path(tmp) / "work", ["--cache-config", f"local,size={args.cache_bytes}"]) as s:
+        with (
+            cache_flags(args.cache, args.redis, args.cache_bytes, Path(tmp) / "redis") as flags,
+            running_appliance(repo, Path(tmp) / "work", flags) as s,
+        ):
+            print(f"cache: {args.cache}")
             print(f"{'model':6} {'transport':9} {'point':6} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
             for model in args.models.split(","):
                 shape = SHAPES[model][1]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the Python environment in .venv on a fresh Debian 12 (or any Linux with Python 3.11+).
 #   scripts/setup.sh            the appliance and its runtime dependencies
-#   scripts/setup.sh test       plus what the test suite needs (pytest, the real tritonserver wheel, ruff, mypy, ...)
+#   scripts/setup.sh test       plus what the test suite needs (pytest, the real tritonserver wheel, ruff, mypy, ...,
+#                               and Debian's redis-server, which the Redis response cache tests start themselves)
 # Installs Debian packages with apt-get when run as root on Debian and something is missing; Debian's
 # Python refuses pip outside a virtual environment (PEP 668), so everything goes into .venv.
 set -euo pipefail
@@ -9,8 +10,12 @@ cd "$(dirname "$0")/.."
 extras="${1:-}"
 
 need_apt=()
+apt_pkgs=(python3-venv python3-dev build-essential)
+if [ "$extras" = "test" ]; then
+    apt_pkgs+=(redis-server)
+fi
 if command -v dpkg >/dev/null 2>&1; then
-    for pkg in python3-venv python3-dev build-essential; do
+    for pkg in "${apt_pkgs[@]}"; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
     done
 fi

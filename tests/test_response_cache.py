@@ -3,13 +3,15 @@ on the server, over both transports with the real tritonclient; the LRU, the key
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -18,78 +20,20 @@ import tritonclient.utils.shared_memory as shm
 
 from appliance.core.cache import LocalResponseCache, response_key
 from appliance.core.types import InputTensor, OutputTensor, RequestedOutput
-from appliance.settings import CacheConfig, SettingsError, load_settings, parse_cache_config
+from appliance.settings import LocalCacheConfig, SettingsError, load_settings, parse_cache_config
 from tests.support import models
-from tests.support.appliance import ServerProcess, serve_command
-
-CACHED = "\nresponse_cache { enable: true }\n"
+from tests.support.appliance import serve_command
+from tests.support.cache import cache_counts as _counts
+from tests.support.cache import cache_metrics as _metrics
+from tests.support.cache import image as _image
+from tests.support.cache import infer as _infer
+from tests.support.cache import statistics as _stats
+from tests.support.cache import write_cache_repo
 
 
 @pytest.fixture(scope="module")
 def cache_repo(tmp_path_factory: pytest.TempPathFactory, demo_repo: Path) -> Path:
-    """The demo models, the cnn with the response cache on (the mlp without), and 'add' (versions 1 and 2,
-    y = x + version) with it on."""
-    root = tmp_path_factory.mktemp("cache") / "repo"
-    shutil.copytree(demo_repo, root)
-    with (root / "cnn" / "config.pbtxt").open("a") as f:
-        f.write(CACHED)
-    models.write_versioned(root, "add", "{ all: { } }", versions=(1, 2))
-    with (root / "add" / "config.pbtxt").open("a") as f:
-        f.write(CACHED)
-    return root
-
-
-def _image(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random((1, 3, 64, 64), dtype=np.float32)
-
-
-def _infer(
-    server: ServerProcess,
-    transport: str,
-    model: str,
-    name: str,
-    x: np.ndarray,
-    version: str = "",
-    classification: int = 0,
-    output: str = "",
-) -> np.ndarray:
-    if transport == "http":
-        inp = httpclient.InferInput(name, list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        outputs = [httpclient.InferRequestedOutput(output, class_count=classification)] if output else None
-        result = server.http().infer(model, [inp], model_version=version, outputs=outputs)
-    else:
-        ginp = grpcclient.InferInput(name, list(x.shape), "FP32")
-        ginp.set_data_from_numpy(x)
-        goutputs = [grpcclient.InferRequestedOutput(output, class_count=classification)] if output else None
-        result = server.grpc().infer(model, [ginp], model_version=version, outputs=goutputs)
-    array = result.as_numpy(output or ("probabilities" if model == "cnn" else "y" if model == "add" else "logits"))
-    assert array is not None
-    return array
-
-
-def _stats(server: ServerProcess, transport: str, model: str, version: str = "") -> dict:
-    if transport == "http":
-        stats = server.http().get_inference_statistics(model, version)
-    else:
-        stats = server.grpc().get_inference_statistics(model, version, as_json=True)
-    (one,) = stats["model_stats"]
-    return one
-
-
-def _counts(stats: dict) -> tuple[int, int]:
-    inference = stats["inference_stats"]
-    return int(inference["cache_hit"].get("count", 0)), int(inference["cache_miss"].get("count", 0))
-
-
-def _metrics(server: ServerProcess) -> dict[str, float]:
-    text = httpx.get(f"{server.base}/metrics").text
-    values = {}
-    for line in text.splitlines():
-        if line.startswith("appliance_cache"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
+    return write_cache_repo(tmp_path_factory.mktemp("cache") / "repo", demo_repo)
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
@@ -219,7 +163,7 @@ def test_shared_memory_inputs_key_by_their_bytes_and_hits_fill_output_regions(se
 @pytest.mark.parametrize(
     ("value", "says"),
     [
-        ("redis,host=localhost", "unknown cache 'redis'"),
+        ("memcached,host=localhost", "unknown cache 'memcached'"),
         ("local", "needs its size in bytes"),
         ("local,size=", "size must be a positive number of bytes, got ''"),
         ("local,size=1MB", "size must be a positive number of bytes, got '1MB'"),
@@ -238,7 +182,7 @@ def test_bad_cache_config_is_a_clear_cli_error(tmp_path, value, says):
 
 def test_cache_config_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("APPLIANCE_CACHE_CONFIG", "local,size=4096")
-    assert load_settings().response_cache() == CacheConfig("local", 4096)
+    assert load_settings().response_cache() == LocalCacheConfig(4096)
     monkeypatch.setenv("APPLIANCE_CACHE_CONFIG", "local,size=-1")
     with pytest.raises(SettingsError, match="cache_config: --cache-config 'local,size=-1': size must be"):
         load_settings()
@@ -248,7 +192,8 @@ def test_help_names_the_flag():
     result = subprocess.run(
         [sys.executable, "-m", "appliance.cli", "serve", "--help"], capture_output=True, text=True, check=True
     )
-    assert "--cache-config local,size=BYTES" in result.stdout and "response_cache" in result.stdout
+    assert "--cache-config local,size=BYTES|redis,host=HOST,port=PORT" in result.stdout
+    assert "response_cache" in result.stdout
 
 
 # -- in process -----------------------------------------------------------------------------------
@@ -259,47 +204,61 @@ def _out(value: float, n: int = 10) -> list[OutputTensor]:
     return [OutputTensor("y", "FP32", data.shape, data)]
 
 
+def _local(budget: int, steps: Callable[[LocalResponseCache], Coroutine[Any, Any, None]]) -> LocalResponseCache:
+    """Run ``steps`` on a new local cache on an event loop (get and put are coroutines)."""
+    cache = LocalResponseCache(budget)
+    asyncio.run(steps(cache))
+    return cache
+
+
 def test_lru_keeps_the_budget_and_evicts_the_least_recently_used():
-    cache = LocalResponseCache(700)
-    for key in (b"a", b"b", b"c"):
-        cache.put(key, _out(1.0))
-    assert cache.get(b"a") is not None  # a is now the most recent
-    cache.put(b"d", _out(2.0))
-    assert cache.get(b"b") is None and cache.get(b"a") is not None and cache.get(b"d") is not None
-    stats = cache.statistics()
+    async def steps(cache: LocalResponseCache) -> None:
+        for key in (b"a", b"b", b"c"):
+            await cache.put(key, _out(1.0))
+        assert await cache.get(b"a") is not None  # a is now the most recent
+        await cache.put(b"d", _out(2.0))
+        assert await cache.get(b"b") is None
+        assert await cache.get(b"a") is not None and await cache.get(b"d") is not None
+
+    stats = _local(700, steps).statistics()
     assert (stats.entries, stats.evictions, stats.hits, stats.misses) == (3, 1, 3, 1)
-    assert stats.bytes <= stats.budget == 700
+    assert stats.bytes <= stats.budget == 700 and stats.available
 
 
 def test_an_entry_larger_than_the_budget_is_not_kept():
-    cache = LocalResponseCache(700)
-    cache.put(b"small", _out(1.0))
-    cache.put(b"big", _out(1.0, n=1000))
-    assert cache.get(b"big") is None and cache.get(b"small") is not None
-    assert cache.statistics().evictions == 0
+    async def steps(cache: LocalResponseCache) -> None:
+        await cache.put(b"small", _out(1.0))
+        await cache.put(b"big", _out(1.0, n=1000))
+        assert await cache.get(b"big") is None and await cache.get(b"small") is not None
+
+    assert _local(700, steps).statistics().evictions == 0
 
 
 def test_hits_are_new_read_only_tensors_over_copies():
-    cache = LocalResponseCache(10_000)
-    original = _out(1.0)
-    cache.put(b"k", original)
-    original[0].data[0, 0] = 99.0  # the caller's array stays its own
-    first, second = cache.get(b"k"), cache.get(b"k")
-    assert first is not None and second is not None
-    assert first[0] is not second[0]
-    assert first[0].data[0, 0] == 1.0
-    assert not first[0].data.flags.writeable
-    with pytest.raises(ValueError):
-        first[0].data[0, 0] = 2.0
+    async def steps(cache: LocalResponseCache) -> None:
+        original = _out(1.0)
+        await cache.put(b"k", original)
+        original[0].data[0, 0] = 99.0  # the caller's array stays its own
+        first, second = await cache.get(b"k"), await cache.get(b"k")
+        assert first is not None and second is not None
+        assert first[0] is not second[0]
+        assert first[0].data[0, 0] == 1.0
+        assert not first[0].data.flags.writeable
+        with pytest.raises(ValueError):
+            first[0].data[0, 0] = 2.0
+
+    _local(10_000, steps)
 
 
 def test_bytes_outputs_are_counted_and_kept():
-    cache = LocalResponseCache(10_000)
     data = np.array([[b"0.9:3:cat", b"0.1:1:dog"]], dtype=object)
-    cache.put(b"k", [OutputTensor("c", "BYTES", data.shape, data)])
-    hit = cache.get(b"k")
-    assert hit is not None and hit[0].data.tolist() == data.tolist()
-    assert cache.statistics().bytes >= data.nbytes + 18
+
+    async def steps(cache: LocalResponseCache) -> None:
+        await cache.put(b"k", [OutputTensor("c", "BYTES", data.shape, data)])
+        hit = await cache.get(b"k")
+        assert hit is not None and hit[0].data.tolist() == data.tolist()
+
+    assert _local(10_000, steps).statistics().bytes >= data.nbytes + 18
 
 
 def test_the_key_covers_everything_that_makes_a_response():
@@ -340,7 +299,7 @@ def test_the_key_covers_everything_that_makes_a_response():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("", None), ("local,size=1", CacheConfig("local", 1)), ("local,size=1048576", CacheConfig("local", 1048576))],
+    [("", None), ("local,size=1", LocalCacheConfig(1)), ("local,size=1048576", LocalCacheConfig(1048576))],
 )
 def test_parse_cache_config(text, expected):
     assert parse_cache_config(text) == expected

@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .settings import ENV_PREFIX, ModelControlMode, Settings, SettingsError, load_settings
+from .settings import ENV_PREFIX, ModelControlMode, Settings, SettingsError, join_cache_configs, load_settings
 
 
 def _doc(name: str) -> str:
@@ -77,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intra-op-thread-count", type=int, metavar="N", help=_doc("intra_op_thread_count"))
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
-    serve.add_argument("--cache-config", metavar="local,size=BYTES", help=_doc("cache_config"))
+    serve.add_argument(
+        "--cache-config",
+        action="append",
+        metavar="local,size=BYTES|redis,host=HOST,port=PORT",
+        help=_doc("cache_config"),
+    )
     serve.add_argument("--routes-file", type=Path, metavar="FILE", help=_doc("routes_file"))
     serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
     serve.add_argument("--triton-check-interval-s", type=float, metavar="SECONDS", help=_doc("triton_check_interval_s"))
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
+        if args.cache_config is not None:
+            flags["cache_config"] = join_cache_configs(args.cache_config)
         settings = load_settings(args.config, **flags)
     except SettingsError as exc:
         print(f"appliance serve: {exc}", file=sys.stderr)

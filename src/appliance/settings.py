@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,31 +41,104 @@ class ModelControlMode(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class CacheConfig:
-    """The response cache ``--cache-config`` asks for: ``local`` (in process) holding at most ``size`` bytes."""
+class LocalCacheConfig:
+    """``--cache-config local,size=BYTES``: the in-process LRU cache, holding at most ``size`` bytes."""
 
-    kind: str
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class RedisCacheConfig:
+    """``--cache-config redis,host=H,port=P[,user=U][,password=PW][,db=N][,connect_timeout=MS][,socket_timeout=MS]``:
+    responses kept in a Redis server. The names are those of Triton's redis cache; the port defaults to 6379 (Triton
+    requires it), and the timeouts are short by default and cannot be 0 (Triton's "forever"), because a Redis that
+    is down or hung must cost a request nothing. ``password`` is not in the repr."""
+
+    host: str
+    port: int = 6379
+    user: str = ""
+    password: str = field(default="", repr=False)
+    db: int = 0
+    connect_timeout_ms: int = 100
+    socket_timeout_ms: int = 100
+
+
+CacheConfig = LocalCacheConfig | RedisCacheConfig
+
+_REDIS_SETTINGS = ("host", "port", "user", "password", "db", "connect_timeout", "socket_timeout")
+
+
+def join_cache_configs(values: list[str]) -> str:
+    """Triton's repeated flag, ``--cache-config redis,host=H --cache-config redis,port=P``, as one setting
+    (``redis,host=H,port=P``). SettingsError when the flags name different caches."""
+    kinds = {value.partition(",")[0] for value in values}
+    if len(kinds) > 1:
+        raise SettingsError(
+            f"cache_config: --cache-config names one cache, got {', '.join(sorted(repr(k) for k in kinds))}"
+        )
+    settings = [value.partition(",")[2] for value in values]
+    return ",".join([kinds.pop(), *(s for s in settings if s)]) if values else ""
+
+
 def parse_cache_config(text: str) -> CacheConfig | None:
-    """Triton's ``--cache-config`` syntax, ``local,size=BYTES``; "" is no cache. ValueError says what is wrong."""
+    """Triton's ``--cache-config`` syntax, ``local,size=BYTES`` or ``redis,host=H,port=P,...``; "" is no cache.
+    ValueError says what is wrong, quoting the text with any password as ``***``."""
     if not text:
         return None
     kind, _, rest = text.partition(",")
-    if kind != "local":
-        raise ValueError(f"--cache-config '{text}': unknown cache '{kind}' (this appliance has 'local,size=BYTES')")
-    size: int | None = None
+    shown = ",".join("password=***" if p.startswith("password=") else p for p in text.split(","))
+    known = {"local": ("size",), "redis": _REDIS_SETTINGS}.get(kind)
+    if known is None:
+        raise ValueError(
+            f"--cache-config '{shown}': unknown cache '{kind}' (this appliance has 'local,size=BYTES' and "
+            "'redis,host=HOST,port=PORT')"
+        )
+    settings: dict[str, str] = {}
     for part in rest.split(",") if rest else []:
         key, eq, value = part.partition("=")
-        if key != "size" or not eq:
-            raise ValueError(f"--cache-config '{text}': unknown setting '{part}' of the local cache (it has 'size')")
-        if not (value.isascii() and value.isdigit() and int(value) > 0):
-            raise ValueError(f"--cache-config '{text}': size must be a positive number of bytes, got '{value}'")
-        size = int(value)
-    if size is None:
-        raise ValueError(f"--cache-config '{text}': the local cache needs its size in bytes: 'local,size=BYTES'")
-    return CacheConfig(kind, size)
+        if key not in known or not eq:
+            raise ValueError(
+                f"--cache-config '{shown}': unknown setting '{part}' of the {kind} cache (it has {', '.join(known)})"
+            )
+        if key in settings:
+            raise ValueError(f"--cache-config '{shown}': '{key}' is given twice")
+        settings[key] = value
+    return _local(shown, settings) if kind == "local" else _redis(shown, settings)
+
+
+def _local(shown: str, settings: dict[str, str]) -> LocalCacheConfig:
+    if "size" not in settings:
+        raise ValueError(f"--cache-config '{shown}': the local cache needs its size in bytes: 'local,size=BYTES'")
+    size = settings["size"]
+    if not (size.isascii() and size.isdigit() and int(size) > 0):
+        raise ValueError(f"--cache-config '{shown}': size must be a positive number of bytes, got '{size}'")
+    return LocalCacheConfig(int(size))
+
+
+def _redis(shown: str, settings: dict[str, str]) -> RedisCacheConfig:
+    host = settings.get("host", "")
+    if not host:
+        raise ValueError(f"--cache-config '{shown}': the redis cache needs its host: 'redis,host=HOST,port=PORT'")
+
+    def number(name: str, default: int, low: int, high: int, what: str) -> int:
+        value = settings.get(name)
+        if value is None:
+            return default
+        if not (value.isascii() and value.isdigit() and low <= int(value) <= high):
+            raise ValueError(f"--cache-config '{shown}': {name} must be {what}, got '{value}'")
+        return int(value)
+
+    if "user" in settings and not settings.get("password"):
+        raise ValueError(f"--cache-config '{shown}': user needs a password (Redis's AUTH user password)")
+    return RedisCacheConfig(
+        host=host,
+        port=number("port", 6379, 1, 65535, "a port number from 1 to 65535"),
+        user=settings.get("user", ""),
+        password=settings.get("password", ""),
+        db=number("db", 0, 0, 1 << 31, "a database number (0 or more)"),
+        connect_timeout_ms=number("connect_timeout", 100, 1, 60_000, "milliseconds from 1 to 60000"),
+        socket_timeout_ms=number("socket_timeout", 100, 1, 60_000, "milliseconds from 1 to 60000"),
+    )
 
 
 class Settings(BaseSettings):
@@ -126,8 +199,13 @@ class Settings(BaseSettings):
     that arrive meanwhile queue up and batch. 0 turns it off."""
 
     cache_config: str = ""
-    """Response cache, as Triton writes it: ``local,size=BYTES`` is an in-process LRU cache of at most BYTES;
-    it serves the models whose config.pbtxt has ``response_cache { enable: true }``. Empty: no cache."""
+    """Response cache, as Triton writes it, for the models whose config.pbtxt has
+    ``response_cache { enable: true }``: ``local,size=BYTES`` is an in-process LRU cache of at most BYTES;
+    ``redis,host=HOST,port=PORT`` keeps responses in a Redis server, shared by every appliance that uses it (port
+    6379 by default; optional ``user=`` with ``password=``, ``db=``, and ``connect_timeout=MS`` and
+    ``socket_timeout=MS``, 100 each). A Redis that is down or slow means requests run without the cache, never
+    that they fail; size and eviction are Redis's own (``maxmemory``, ``allkeys-lru``). Repeated flags join, as
+    in Triton: ``--cache-config redis,host=H --cache-config redis,port=P``. Empty: no cache."""
 
     @field_validator("cache_config")
     @classmethod

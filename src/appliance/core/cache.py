@@ -1,10 +1,13 @@
 """The response cache (Triton's ``response_cache { enable: true }``): responses kept by a digest of what made them.
 
-A model version whose config enables it, on a server started with a cache (``--cache-config local,size=BYTES``),
-looks each checked request up here before running it and puts each successful response in after
-(:meth:`appliance.core.model.ModelVersion.infer`). The key is a digest (:func:`response_key`), so no request is
-kept. :class:`ResponseCache` is the small interface a second store (Redis, say) would implement;
-:class:`LocalResponseCache` is the in-process LRU with a byte budget. Everything runs on the event loop thread.
+A model version whose config enables it, on a server started with a cache (``--cache-config local,size=BYTES``
+or ``redis,host=H,port=P``), looks each checked request up here before running it and puts each successful
+response in after (:meth:`appliance.core.model.ModelVersion.infer`). The key is a digest (:func:`response_key`),
+so no request is kept. :class:`ResponseCache` is the small interface both stores implement:
+:class:`LocalResponseCache` here, the in-process LRU with a byte budget, and
+:class:`~appliance.core.redis_cache.RedisResponseCache`. Lookups and inserts are coroutines because Redis is
+network I/O; the local cache's never suspend, so they cost a request one coroutine call. Everything runs on the
+event loop thread.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ _TENSOR_OVERHEAD = 64
 
 @dataclass(frozen=True, slots=True)
 class CacheStatistics:
-    """Counters of a whole cache: lookups that hit and missed, entries evicted to keep the budget, and the
-    bytes and entries held now (``bytes`` never above ``budget``)."""
+    """Counters of a whole cache: lookups that hit and missed, entries evicted to keep the budget, the bytes and
+    entries held now and the budget (0: none), and whether the store can be used now (a Redis that is down is
+    not; the local cache always is). The local cache never holds more than its budget; Redis's figures are its
+    own (``used_memory`` may pass ``maxmemory`` for a moment, and other users' keys count too)."""
 
     hits: int
     misses: int
@@ -39,6 +44,7 @@ class CacheStatistics:
     entries: int
     bytes: int
     budget: int
+    available: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +57,29 @@ class _Tensor:
 
 class ResponseCache(abc.ABC):
     """Where responses are kept. ``get`` gives new :class:`OutputTensor` objects on every hit (callers set their
-    ``shared_memory``) over read-only arrays; ``put`` keeps copies, so the caller's arrays stay its own."""
+    ``shared_memory``) over read-only arrays; ``put`` keeps copies, so the caller's arrays stay its own. Neither
+    raises: a store that fails is a miss, and a response it cannot keep is not kept."""
 
     @abc.abstractmethod
-    def get(self, key: bytes) -> list[OutputTensor] | None:
+    async def get(self, key: bytes) -> list[OutputTensor] | None:
         """The outputs kept under ``key``, or None (a miss)."""
 
     @abc.abstractmethod
-    def put(self, key: bytes, outputs: Sequence[OutputTensor]) -> None:
+    async def put(self, key: bytes, outputs: Sequence[OutputTensor]) -> None:
         """Keep ``outputs`` under ``key``; a response larger than the whole budget is not kept."""
 
     @abc.abstractmethod
     def statistics(self) -> CacheStatistics:
-        """The counters as of now."""
+        """The counters as of now (for a remote store, its figures as of the last :meth:`refresh_statistics`)."""
+
+    async def start(self) -> None:  # noqa: B027 - a hook: the local cache has nothing to start
+        """Begin (on the event loop, before the first request): connect to a remote store."""
+
+    async def refresh_statistics(self) -> None:  # noqa: B027
+        """Read a remote store's own figures (before a metrics scrape); the local cache has them always."""
+
+    async def close(self) -> None:  # noqa: B027
+        """Let the store go (at shutdown)."""
 
 
 class LocalResponseCache(ResponseCache):
@@ -79,7 +95,7 @@ class LocalResponseCache(ResponseCache):
         self._misses = 0
         self._evictions = 0
 
-    def get(self, key: bytes) -> list[OutputTensor] | None:
+    async def get(self, key: bytes) -> list[OutputTensor] | None:
         entry = self._entries.get(key)
         if entry is None:
             self._misses += 1
@@ -88,7 +104,7 @@ class LocalResponseCache(ResponseCache):
         self._entries.move_to_end(key)
         return [OutputTensor(t.name, t.datatype, t.shape, t.data) for t in entry[0]]
 
-    def put(self, key: bytes, outputs: Sequence[OutputTensor]) -> None:
+    async def put(self, key: bytes, outputs: Sequence[OutputTensor]) -> None:
         tensors = tuple(_Tensor(o.name, o.datatype, o.shape, _frozen_copy(o.data)) for o in outputs)
         size = len(key) + _ENTRY_OVERHEAD + sum(_TENSOR_OVERHEAD + _data_bytes(t.data) for t in tensors)
         if size > self.budget:

@@ -12,14 +12,15 @@ import contextlib
 import logging
 
 from .. import __version__
-from ..settings import ModelControlMode, Settings
+from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Settings
 from .backend import FactoryFor, LoadError
-from .cache import LocalResponseCache
+from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import ModelVersion, State
 from .model_config import ModelConfig
 from .poller import RepositoryPoller
+from .redis_cache import RedisResponseCache
 from .repository import LoadOptions, ModelRepository
 from .routes import RouteTable
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
@@ -46,8 +47,12 @@ class DataPlane:
         """``factory_for`` chooses the backend of each model (:func:`appliance.backends.factory_for`)."""
         self.settings = settings
         self.metrics = Metrics()
-        cache = settings.response_cache()
-        self.cache = LocalResponseCache(cache.size) if cache is not None else None
+        self.cache: ResponseCache | None = None
+        match settings.response_cache():
+            case LocalCacheConfig(size=size):
+                self.cache = LocalResponseCache(size)
+            case RedisCacheConfig() as redis:
+                self.cache = RedisResponseCache(redis)
         self.metrics.cache = self.cache
         self.repository = ModelRepository(
             settings.model_repository,
@@ -82,7 +87,10 @@ class DataPlane:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the models the control mode asks for. A model that fails is logged and left UNAVAILABLE."""
+        """Connect the response cache, then load the models the control mode asks for. A model that fails is
+        logged and left UNAVAILABLE; a cache that cannot connect keeps trying (requests run without it)."""
+        if self.cache is not None:
+            await self.cache.start()
         if self.poller is not None:
             await self.poller.prime()  # before loading: a change made while the models load is seen
         names = self.repository.names_on_disk()
@@ -132,6 +140,8 @@ class DataPlane:
         await self.routes.stop()
         await self.repository.unload_all()
         self.shared_memory.close()
+        if self.cache is not None:
+            await self.cache.close()
 
     # -- health and metadata ---------------------------------------------------------------------
 
@@ -170,6 +180,11 @@ class DataPlane:
     def model_config(self, name: str, version: str = "") -> ModelConfig:
         """Triton's own typed ``ModelConfig`` message, the schema of ``config.pbtxt``."""
         return self.repository.get(name, version).config
+
+    async def refresh_metrics(self) -> None:
+        """Before a metrics scrape: read the figures a remote response cache (Redis) keeps itself."""
+        if self.cache is not None:
+            await self.cache.refresh_statistics()
 
     def model_statistics(self, name: str = "", version: str = "") -> list[ModelStatistics]:
         if name:

@@ -215,7 +215,7 @@ class ModelVersion(abc.ABC):
             if self.cache is not None:
                 lookup = time.perf_counter()
                 key = response_key(self.name, self.version, self.digest, request.inputs, request.outputs)
-                cached = self.cache.get(key)
+                cached = await self.cache.get(key)
                 if cached is not None:
                     end = time.perf_counter()
                     self.stats.request_cache_hit(end - start, end - lookup)
@@ -225,7 +225,7 @@ class ModelVersion(abc.ABC):
             response = self._response(request, outputs, batch_size)
             if self.cache is not None:
                 insert = time.perf_counter()
-                self.cache.put(key, response.outputs)
+                await self.cache.put(key, response.outputs)
                 self.stats.cache_missed(lookup_s + time.perf_counter() - insert)
         except InferenceError as exc:
             self.stats.request_failed(exc.status, time.perf_counter() - start)

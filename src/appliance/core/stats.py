@@ -96,11 +96,18 @@ class Metrics:
         if self.cache is not None:
             cache = self.cache.statistics()
             yield CounterMetricFamily(
-                "appliance_cache_evictions", "Responses evicted to keep the cache's budget.", value=cache.evictions
+                "appliance_cache_evictions",
+                "Responses evicted to keep the cache's budget (Redis: its evicted_keys).",
+                value=cache.evictions,
             )
             yield GaugeMetricFamily("appliance_cache_bytes", "Bytes the response cache holds.", value=cache.bytes)
             yield GaugeMetricFamily("appliance_cache_budget_bytes", "The response cache's budget.", value=cache.budget)
             yield GaugeMetricFamily("appliance_cache_entries", "Responses the cache holds.", value=cache.entries)
+            yield GaugeMetricFamily(
+                "appliance_cache_available",
+                "1 when the response cache can be used (a Redis cache: connected); 0 while requests run without it.",
+                value=1 if cache.available else 0,
+            )
 
 
 class Histogram:

@@ -97,6 +97,7 @@ class Endpoints:
         return JSONResponse({"status": "not ready"}, status_code=503)
 
     async def metrics(self) -> Response:
+        await self._dp.refresh_metrics()
         return Response(generate_latest(self._dp.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # -- server ----------------------------------------------------------------------------------
