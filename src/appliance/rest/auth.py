@@ -1,0 +1,73 @@
+"""REST side of auth: the ``Authorization`` header and the client's address handed to the core's guard.
+
+With auth on, :func:`guarded` wraps a route's endpoint (the plain Starlette infer routes) and :func:`dependency`
+is an APIRoute's dependency; both call :meth:`~appliance.core.auth.guard.Guard.admitted` with the operation
+the route table names. With auth off, ``rest.app`` uses neither and requests go straight to their handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from ..core.auth.guard import Guard
+from ..core.auth.roles import Operation, Peer
+from ..core.errors import InvalidArgument, Unsupported
+from ..core.shared_memory import is_local_client
+
+DEFAULT_AUDIT_LIMIT = 100
+
+
+def peer(request: Request) -> Peer:
+    client = request.client
+    if client is None:
+        return Peer("", is_local_client(None))
+    return Peer(f"{client.host}:{client.port}", is_local_client(client.host))
+
+
+def target(path_params: dict[str, Any]) -> str:
+    """What an operation acts on: the model or route named in the path (``name/action`` for a route action)."""
+    name = str(path_params.get("model") or path_params.get("name") or "")
+    action = path_params.get("action")
+    return f"{name}/{action}" if action else name
+
+
+def dependency(guard: Guard, operation: Operation) -> Any:
+    """A FastAPI dependency that admits the request, and audits an admin operation's outcome."""
+
+    async def admit(request: Request) -> AsyncIterator[None]:
+        authorization = request.headers.get("authorization")
+        with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
+            yield
+
+    return Depends(admit)
+
+
+def guarded(
+    guard: Guard, operation: Operation, endpoint: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A plain Starlette endpoint that admits the request before calling ``endpoint``."""
+
+    async def admitted(request: Request) -> Response:
+        authorization = request.headers.get("authorization")
+        with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
+            return await endpoint(request)
+
+    return admitted
+
+
+class AuditEndpoint:
+    """``GET /v2/audit?limit=N``: the newest entries of the audit log, oldest first."""
+
+    def __init__(self, guard: Guard | None) -> None:
+        self._guard = guard
+
+    async def audit(self, limit: str = str(DEFAULT_AUDIT_LIMIT)) -> dict[str, Any]:
+        if self._guard is None:
+            raise Unsupported("there is no audit log with auth off (--auth true turns it on)")
+        if not (limit.isascii() and limit.isdigit() and len(limit) <= 9):
+            raise InvalidArgument(f"'limit' must be a whole number, got '{limit[:32]}'")
+        return {"entries": self._guard.audit.recent(int(limit))}
