@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,7 +187,7 @@ def test_every_operation_has_a_role_and_only_health_is_open():
         Role.parse("root")
 
 
-def _guard(tmp_path: Path, **settings: object) -> tuple[Guard, Clock]:
+def _guard(tmp_path: Path, **settings: Any) -> tuple[Guard, Clock]:
     clock = Clock()
     s = Settings(auth=True, keys_file=tmp_path / "keys.json", audit_log_file=tmp_path / "audit.jsonl", **settings)
     return Guard(s, clock), clock
