@@ -20,7 +20,7 @@ from ..core.auth.guard import Guard
 from ..core.auth.roles import Operation
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, RateLimited, Status
-from .auth import AuditEndpoint, dependency, guarded
+from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .endpoints import Endpoints
 
 HTTP_STATUS = {
@@ -79,8 +79,9 @@ def routes(endpoints: Endpoints, guard: Guard | None = None, audit: AuditEndpoin
     op = Operation
 
     def route(method: str, path: str, endpoint: Callable[..., Any], operation: Operation, **kw: Any) -> APIRoute:
-        checks = [dependency(guard, operation)] if guard is not None and operation.required is not None else []
-        return APIRoute(path, endpoint, methods=[method], dependencies=checks, **kw)
+        if guard is not None and operation.required is not None:
+            endpoint = guarded_endpoint(guard, operation, endpoint)
+        return APIRoute(path, endpoint, methods=[method], **kw)
 
     def get(path: str, endpoint: Callable[..., Any], operation: Operation, tag: str, summary: str) -> APIRoute:
         return route("GET", path, endpoint, operation, tags=[tag], summary=summary)

@@ -1,16 +1,17 @@
 """REST side of auth: the ``Authorization`` header and the client's address handed to the core's guard.
 
-With auth on, :func:`guarded` wraps a route's endpoint (the plain Starlette infer routes) and :func:`dependency`
-is an APIRoute's dependency; both call :meth:`~appliance.core.auth.guard.Guard.admitted` with the operation
+With auth on, :func:`guarded` wraps a plain Starlette endpoint (the infer routes) and :func:`guarded_endpoint`
+an APIRoute's; both call :meth:`~appliance.core.auth.guard.Guard.admitted` with the operation
 the route table names. With auth off, ``rest.app`` uses neither and requests go straight to their handlers.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from starlette.responses import Response
 
 from ..core.auth.guard import Guard
@@ -35,15 +36,29 @@ def target(path_params: dict[str, Any]) -> str:
     return f"{name}/{action}" if action else name
 
 
-def dependency(guard: Guard, operation: Operation) -> Any:
-    """A FastAPI dependency that admits the request, and audits an admin operation's outcome."""
+def guarded_endpoint(guard: Guard, operation: Operation, endpoint: Callable[..., Awaitable[Any]]) -> Any:
+    """An APIRoute endpoint that admits the request before calling ``endpoint`` and, for an admin operation,
+    records the outcome in the audit log before the response goes out.
 
-    async def admit(request: Request) -> AsyncIterator[None]:
+    It has ``endpoint``'s signature plus ``request`` (when ``endpoint`` lacks it), so FastAPI hands it the same
+    parameters; a wrapper rather than a dependency with ``yield``, whose exit runs before or after the response
+    depending on FastAPI's version."""
+    signature = inspect.signature(endpoint, eval_str=True)
+    takes_request = "request" in signature.parameters
+    parameters = list(signature.parameters.values())
+    if not takes_request:
+        parameters.append(inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request))
+
+    async def admitted(**kwargs: Any) -> Any:
+        request: Request = kwargs["request"] if takes_request else kwargs.pop("request")
         authorization = request.headers.get("authorization")
         with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
-            yield
+            return await endpoint(**kwargs)
 
-    return Depends(admit)
+    admitted.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    admitted.__name__ = getattr(endpoint, "__name__", "endpoint")
+    admitted.__doc__ = endpoint.__doc__
+    return admitted
 
 
 def guarded(
