@@ -68,7 +68,11 @@ def guarded(
         with guard.admitted(authorization(context), peer(context), operation, target(request)):
             return await method(request, context)
 
-    return admitted
+    async def admit(request: Any, context: Any) -> Any:
+        guard.admit(authorization(context), peer(context), operation)
+        return await method(request, context)
+
+    return admitted if operation.audited else admit
 
 
 def guarded_stream(

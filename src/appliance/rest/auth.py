@@ -52,6 +52,9 @@ def guarded_endpoint(guard: Guard, operation: Operation, endpoint: Callable[...,
     async def admitted(**kwargs: Any) -> Any:
         request: Request = kwargs["request"] if takes_request else kwargs.pop("request")
         authorization = request.headers.get("authorization")
+        if not operation.audited:
+            guard.admit(authorization, peer(request), operation)
+            return await endpoint(**kwargs)
         with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
             return await endpoint(**kwargs)
 
@@ -71,7 +74,11 @@ def guarded(
         with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
             return await endpoint(request)
 
-    return admitted
+    async def admit(request: Request) -> Response:
+        guard.admit(request.headers.get("authorization"), peer(request), operation)
+        return await endpoint(request)
+
+    return admitted if operation.audited else admit
 
 
 class AuditEndpoint:

@@ -29,6 +29,7 @@ from typing import Any
 from .roles import Role
 
 PREFIX = "apk"
+_START = PREFIX + "_"
 FORMAT = 1
 _ID = re.compile(r"[0-9a-f]{12}")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -89,11 +90,12 @@ def _time(value: dt.datetime | None) -> str | None:
 
 def split_key(token: str) -> tuple[str, str] | None:
     """``(id, secret)`` of a key in the ``apk_<id>_<secret>`` form; None for anything else."""
-    prefix, _, rest = token.partition("_")
-    key_id, _, secret = rest.partition("_")
-    if prefix != PREFIX or not _ID.fullmatch(key_id) or len(secret) < 16:
+    if not token.startswith(_START) or len(token) < 33 or token[16] != "_":
         return None
-    return key_id, secret
+    key_id = token[4:16]
+    if not _ID.fullmatch(key_id):
+        return None
+    return key_id, token[17:]
 
 
 def new_key(
