@@ -362,3 +362,18 @@ def test_keys_cli_on_a_broken_key_file_names_file_and_line(tmp_path: Path):
         result = keys_cli(*args, "--keys-file", str(keys_file))
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert f"key file {keys_file}, line 2" in result.stderr
+
+
+def test_grpc_stream_messages_draw_on_the_rate_limit(env: Env):
+    key = create(env.keys_file, "infer", "streamer", "--rate", "0.2", "--burst", "3")
+    headers = {"authorization": f"Bearer {key}"}
+    _poll(lambda: env.server.grpc().is_model_ready("mlp", headers=headers))  # the server has read the new key
+    results: list[Any] = []
+    client = env.server.grpc()
+    client.start_stream(callback=lambda result, error: results.append((result, error)), headers=headers)
+    for i in range(4):  # the ready check took a token, the opening and the first message one: two refused
+        client.async_stream_infer("mlp", _inputs(grpcclient), request_id=str(i))
+    client.stop_stream()
+    errors = [error for _, error in results if error is not None]
+    assert len(results) == 4 and len(errors) == 2, results
+    assert all("rate limit of key 'streamer' exceeded" in str(error.message()) for error in errors)

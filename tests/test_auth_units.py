@@ -296,3 +296,13 @@ def test_audit_log_without_a_file_keeps_recent_entries_in_memory():
         log.record("ops", "", "repository_load", f"m{i}", "ok")
     assert [e["target"] for e in log.recent(2)] == ["m1", "m2"]
     assert log.recent(0) == []
+
+
+def test_rate_limited_admin_attempts_are_audited(tmp_path: Path):
+    admin, _ = create_key(tmp_path / "keys.json", Role.ADMIN, "ops", rate=1.0, burst=1)
+    guard, _ = _guard(tmp_path)
+    guard.admit(f"Bearer {admin}", LOCAL, Operation.REPOSITORY_LOAD, "mlp")
+    with pytest.raises(RateLimited):
+        guard.admit(f"Bearer {admin}", LOCAL, Operation.REPOSITORY_LOAD, "mlp")
+    (entry,) = guard.audit.recent(10)
+    assert entry["result"] == "rate_limited: rate limit of key 'ops' exceeded"

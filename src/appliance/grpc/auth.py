@@ -1,12 +1,13 @@
 """gRPC side of auth: the ``authorization`` metadata and the peer handed to the core's guard.
 
-``service.handler_table`` wraps each method in :func:`guarded` (or :func:`guarded_stream`) with the operation
-:data:`OPERATIONS` names, only when auth is on; with auth off the methods are called directly.
+``service.handler_table`` wraps each unary method in :func:`guarded` with the operation :data:`OPERATIONS` names,
+and ``ModelStreamInfer`` in ``service._guarded_stream``, only when auth is on; with auth off the methods are
+called directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..core.auth.guard import Guard
@@ -73,16 +74,3 @@ def guarded(
         return await method(request, context)
 
     return admitted if operation.audited else admit
-
-
-def guarded_stream(
-    guard: Guard, operation: Operation, method: Callable[[Any, Any], AsyncIterator[Any]]
-) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    """A streaming method checked once, when the stream opens (the admission counts one request)."""
-
-    async def admitted(request_iterator: Any, context: Any) -> AsyncIterator[Any]:
-        guard.admit(authorization(context), peer(context), operation)
-        async for response in method(request_iterator, context):
-            yield response
-
-    return admitted

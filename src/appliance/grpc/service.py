@@ -11,10 +11,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
+from ..core.auth.guard import Guard
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, RateLimited, Status
 from ..core.types import InferRequest
-from .auth import OPERATIONS, guarded, guarded_stream, peer
+from .auth import OPERATIONS, authorization, guarded, peer
 from .codec import decode_infer_request, encode_infer_response, parameter_value
 from .encode import (
     model_metadata_message,
@@ -213,7 +214,8 @@ class InferenceService:
 
 
 class Malformed:
-    """A request message that did not parse; the handler answers INVALID_ARGUMENT with this message."""
+    """A request message answered with an error instead of being run: one that did not parse (INVALID_ARGUMENT
+    for a unary method), or, on a stream, one over its key's rate limit; a stream gets the message in its place."""
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -249,15 +251,27 @@ async def _abort(context: Any, exc: InferenceError) -> None:
     await context.abort(GRPC_STATUS[exc.status], exc.message)
 
 
-def _checked_stream(method: Any) -> Any:
-    """A streaming method whose opening check (credentials) may refuse it with its gRPC status."""
+def _guarded_stream(guard: Guard, method: Any) -> Any:
+    """``ModelStreamInfer`` with auth on: the credentials are checked when the stream opens (refused: the stream
+    ends with the status); each message after the first draws on the key's rate limit too, and one over it gets
+    the error in its place on the stream, which goes on."""
 
-    async def handler(request_iterator: Any, context: Any) -> Any:
+    async def handler(request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         try:
-            async for response in method(request_iterator, context):
-                yield response
+            principal = guard.admit(authorization(context), peer(context), OPERATIONS["ModelStreamInfer"])
         except InferenceError as exc:
             await _abort(context, exc)
+            return
+
+        async def metered() -> AsyncIterator[Any]:
+            first = True
+            async for message in request_iterator:
+                limited = None if first else guard.charge(principal)
+                first = False
+                yield Malformed(limited.message) if limited is not None else message
+
+        async for response in method(metered(), context):
+            yield response
 
     return handler
 
@@ -299,7 +313,7 @@ def handler_table(dataplane: DataPlane) -> dict[str, grpc.RpcMethodHandler]:
         )
     stream = service.ModelStreamInfer
     if guard is not None:
-        stream = _checked_stream(guarded_stream(guard, OPERATIONS["ModelStreamInfer"], stream))
+        stream = _guarded_stream(guard, stream)
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
         stream,
         request_deserializer=_parser(pb.ModelInferRequest),

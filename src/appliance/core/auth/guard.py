@@ -53,13 +53,23 @@ class Guard:
         except PermissionDenied as exc:
             self._refused(principal.name, "denied", peer, operation, target, exc)
             raise
+        limited = self.charge(principal)
+        if limited is not None:
+            if operation.audited:
+                result = f"rate_limited: {limited.message}"
+                self.audit.record(principal.name, peer.address, operation.value, target, result)
+            raise limited
+        return principal
+
+    def charge(self, principal: Principal) -> RateLimited | None:
+        """Count one more request of an admitted principal (each message of a stream after the first): None
+        when its rate limit allows it, else the error to answer."""
         wait = self._take(principal)
         if wait:
-            limited = RateLimited(f"rate limit of key '{principal.name}' exceeded", retry_after(wait))
-            self._refused(principal.name, "rate_limited", peer, operation, target, limited)
-            raise limited
+            self._count(principal.name, "rate_limited")
+            return RateLimited(f"rate limit of key '{principal.name}' exceeded", retry_after(wait))
         self._count(principal.name, "ok")
-        return principal
+        return None
 
     @contextlib.contextmanager
     def admitted(
