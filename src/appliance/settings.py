@@ -236,8 +236,9 @@ class Settings(BaseSettings):
 
     keys_file: Path = Path("/var/lib/appliance/keys.json")
     """The API keys (``appliance keys create|list|revoke``): names, roles and hashes, never the keys themselves;
-    JSON, mode 0600, written atomically. The server re-reads it within half a second of a change; a file it cannot
-    parse is logged (file and line) and the last good keys stay in force."""
+    JSON, mode 0600, written atomically. The server checks it for a change at most every half second, when a key is
+    used, so a revoked key stops working within a second; a file it cannot parse is logged (file and line) and the
+    last good keys stay in force."""
 
     metrics_access: MetricsAccess = MetricsAccess.LOOPBACK
     """With ``auth`` on, who may read ``/metrics`` without a key: ``open`` (anyone), ``loopback`` (clients on
@@ -248,7 +249,8 @@ class Settings(BaseSettings):
     (``appliance keys create --rate``); 0: no limit. Over it: 429 / RESOURCE_EXHAUSTED with ``Retry-After``."""
 
     rate_limit_burst: int = Field(default=0, ge=0)
-    """Requests a key may make at once above ``rate_limit_rps`` (the bucket's size); 0: the rate rounded up."""
+    """Requests a key may make at once, in a burst, before ``rate_limit_rps`` paces it (the token bucket's size);
+    0: one second's worth, the rate rounded up."""
 
     audit_log_file: Path | None = None
     """With ``auth`` on, where the audit log goes (JSON lines): every admin action and every refused admin
