@@ -9,6 +9,7 @@ server spends more on the same code.
     python benchmarks/hotpath.py                      # mlp and cnn, 20,000 requests each
     python benchmarks/hotpath.py --models mlp --profile  # and the top functions under cProfile
     python benchmarks/hotpath.py --routes             # and through a route of one arm and one of two
+    python benchmarks/hotpath.py --auth               # with --auth true and an infer key in the metadata
 
 With ``--routes``, each model is also called through ``<model>_route`` (one arm: the model) and ``<model>_ab``
 (two arms, 50/50: the model and ``<model>_b``, a copy, with a sticky key no request sends), in interleaved
@@ -43,25 +44,36 @@ def request_bytes(model: str, inputs: list[tuple[str, str, list[int]]]) -> bytes
 
 
 class _Context:
-    """What the handler reads of grpc's context: no metadata, a loopback peer."""
+    """What the handler reads of grpc's context: the metadata (an API key with ``--auth``) and a loopback peer."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._metadata = metadata
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ()
+        return self._metadata
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
 
 
-_CONTEXT = _Context()
-
-
-async def measure(repo: Path, models: list[str], count: int, profile: bool, routes: bool = False) -> None:
+async def measure(
+    repo: Path, models: list[str], count: int, profile: bool, routes: bool = False, auth: bool = False
+) -> None:
     from appliance.backends import factory_for
+    from appliance.core.auth.keys import create_key
+    from appliance.core.auth.roles import Role
     from appliance.core.dataplane import DataPlane
     from appliance.grpc.service import handler_table
     from appliance.settings import Settings
 
-    dataplane = DataPlane(Settings(model_repository=repo), factory_for)
+    settings = Settings(model_repository=repo)
+    context = _Context()
+    if auth:
+        keys_file = repo.parent / "keys.json"
+        key, _ = create_key(keys_file, Role.INFER, "bench")
+        settings = Settings(model_repository=repo, auth=True, keys_file=keys_file)
+        context = _Context((("authorization", f"Bearer {key}"),))
+    dataplane = DataPlane(settings, factory_for)
     await dataplane.start()
     infer = handler_table(dataplane)["ModelInfer"]
     try:
@@ -72,11 +84,11 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool, rout
 
             async def one(data: bytes = data) -> bytes:
                 request: Any = infer.request_deserializer(data)
-                response = await infer.unary_unary(request, _CONTEXT)
+                response = await infer.unary_unary(request, context)
                 return infer.response_serializer(response)  # type: ignore[no-any-return]
 
             if routes:
-                await _compare_routes(dataplane, model, shapes, infer, count)
+                await _compare_routes(dataplane, model, shapes, infer, context, count)
                 continue
 
             for _ in range(min(count, 2000)):
@@ -100,11 +112,12 @@ async def measure(repo: Path, models: list[str], count: int, profile: bool, rout
         await dataplane.stop()
 
 
-async def _compare_routes(dataplane: Any, model: str, shapes: Any, infer: Any, count: int, rounds: int = 5) -> None:
+async def _compare_routes(
+    dataplane: Any, model: str, shapes: Any, infer: Any, context: _Context, count: int, rounds: int = 5
+) -> None:
     await dataplane.routes.declare(f"{model}_route", {"arms": [{"model": model, "weight": 1}]})
     arms = [{"model": model, "weight": 50}, {"model": f"{model}_b", "weight": 50}]
     await dataplane.routes.declare(f"{model}_ab", {"arms": arms, "sticky": "x-user"})
-    context = _CONTEXT
     cpu_us: dict[str, list[float]] = {}
     for _ in range(rounds):
         for name in (model, f"{model}_route", f"{model}_ab"):
@@ -132,6 +145,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20000, help="requests per model")
     parser.add_argument("--profile", action="store_true", help="print the top functions under cProfile")
     parser.add_argument("--routes", action="store_true", help="also through a route of one arm and one of two")
+    parser.add_argument("--auth", action="store_true", help="auth on, an infer key in each request's metadata")
     args = parser.parse_args()
     import uvloop
 
@@ -145,7 +159,7 @@ def main() -> None:
             config = repo / f"{model}_b" / "config.pbtxt"
             config.write_text(config.read_text().replace(f'name: "{model}"', f'name: "{model}_b"'))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(measure(repo, args.models.split(","), args.count, args.profile, args.routes))
+            runner.run(measure(repo, args.models.split(","), args.count, args.profile, args.routes, args.auth))
 
 
 if __name__ == "__main__":

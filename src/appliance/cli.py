@@ -13,8 +13,17 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from .settings import ENV_PREFIX, ModelControlMode, Settings, SettingsError, join_cache_configs, load_settings
+from .settings import (
+    ENV_PREFIX,
+    MetricsAccess,
+    ModelControlMode,
+    Settings,
+    SettingsError,
+    join_cache_configs,
+    load_settings,
+)
 
 
 def _doc(name: str) -> str:
@@ -84,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=_doc("cache_config"),
     )
     serve.add_argument("--routes-file", type=Path, metavar="FILE", help=_doc("routes_file"))
+    serve.add_argument("--auth", type=_bool, metavar="BOOL", help=_doc("auth"))
+    serve.add_argument("--keys-file", type=Path, metavar="FILE", help=_doc("keys_file"))
+    serve.add_argument("--metrics-access", choices=[m.value for m in MetricsAccess], help=_doc("metrics_access"))
+    serve.add_argument("--rate-limit-rps", type=float, metavar="RPS", help=_doc("rate_limit_rps"))
+    serve.add_argument("--rate-limit-burst", type=int, metavar="N", help=_doc("rate_limit_burst"))
+    serve.add_argument("--audit-log-file", type=Path, metavar="FILE", help=_doc("audit_log_file"))
+    serve.add_argument("--audit-log-max-bytes", type=int, metavar="BYTES", help=_doc("audit_log_max_bytes"))
     serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
     serve.add_argument("--triton-check-interval-s", type=float, metavar="SECONDS", help=_doc("triton_check_interval_s"))
     serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))
@@ -96,12 +112,108 @@ def build_parser() -> argparse.ArgumentParser:
         "labels) into DIR, in Triton's layout with their config.pbtxt.",
     )
     demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
+    _keys_parser(sub)
     sub.add_parser(
         "optimize",
         add_help=False,
         help="build and verify TensorRT engines (trt-optimize; see 'appliance optimize --help')",
     )
     return parser
+
+
+def _duration(text: str) -> Any:
+    from .core.auth.keys import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+        return value
+
+    return parse
+
+
+def _keys_parser(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (env APPLIANCE_CONFIG)")
+    common.add_argument("--keys-file", type=Path, metavar="FILE", help=_doc("keys_file"))
+    keys = sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys (with --auth true)",
+        description="API keys for --auth true. The key file keeps hashes only: a key is shown once, at creation. "
+        "A running server follows the file, so a revoked key stops working within a second.",
+    )
+    actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = actions.add_parser("create", parents=[common], help="make a key and print it (once)")
+    create.add_argument("--role", required=True, choices=["admin", "infer", "read"], help="what the key may do")
+    create.add_argument("--name", help="the key's name, in the audit log and metrics (default: ROLE-ID)")
+    create.add_argument("--expires", type=_duration, metavar="DURATION", help="lifetime: 90d, 12h, 2w; default never")
+    create.add_argument("--rate", type=_positive(float), metavar="RPS", help="requests per second (rate_limit_rps)")
+    create.add_argument("--burst", type=_positive(int), metavar="N", help="requests at once above the rate")
+    actions.add_parser("list", parents=[common], help="the keys: name, role, created, expires, revoked")
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke the key of a name")
+    revoke.add_argument("name", metavar="NAME")
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import getpass
+
+    from .core.auth.audit import AuditLog
+    from .core.auth.keys import create_key, read_keys, revoke_key
+    from .core.auth.roles import Operation, Role
+
+    prog = f"appliance keys {args.keys_command}"
+    try:
+        settings = load_settings(args.config, keys_file=args.keys_file)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    path = settings.keys_file
+    audit = AuditLog(settings.audit_log_file, settings.audit_log_max_bytes) if settings.audit_log_file else None
+    who = f"cli:{getpass.getuser()}"
+    try:
+        if args.keys_command == "create":
+            key, record = create_key(path, Role.parse(args.role), args.name, args.expires, args.rate, args.burst)
+            if audit:
+                audit.record(who, "local", Operation.KEY_CREATE.value, record.name, "ok")
+            expires = record.expires.isoformat() if record.expires else "never"
+            print(key)
+            print(
+                f"created key '{record.name}' (role {record.role.label}, expires {expires}) in {path}; "
+                "it is shown only this once",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "revoke":
+            for record in revoke_key(path, args.name):
+                if audit:
+                    audit.record(who, "local", Operation.KEY_REVOKE.value, record.name, "ok")
+                print(f"revoked key '{record.name}' ({record.id}) in {path}", file=sys.stderr)
+        else:
+            rows: list[tuple[str, ...]] = [("NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED", "RATE")]
+            for r in sorted(read_keys(path).values(), key=lambda r: r.created):
+                rate = f"{r.rate:g}/s burst {r.burst or '-'}" if r.rate else "-"
+                when = [t.isoformat() if t else "-" for t in (r.created, r.expires, r.revoked)]
+                rows.append((r.name, r.role.label, *when, rate))
+            widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+            for row in rows:
+                print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    except ValueError as exc:  # KeyFileError too: it names the file
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{prog}: key file {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"appliance demo-repository: {exc.filename}: {exc.strerror}", file=sys.stderr)
             return 1
         return 0
+
+    if args.command == "keys":
+        return _keys(args)
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:

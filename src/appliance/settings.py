@@ -40,6 +40,17 @@ class ModelControlMode(str, enum.Enum):
     load, removed ones unload, changed ones reload (hot-swap); the repository API cannot load or unload."""
 
 
+class MetricsAccess(str, enum.Enum):
+    """Who may read ``/metrics`` without credentials when ``auth`` is on (with ``auth`` off, everyone)."""
+
+    OPEN = "open"
+    """Anyone."""
+    LOOPBACK = "loopback"
+    """Clients on the device (loopback, a Unix socket); others need a key of role ``read`` or above."""
+    KEY = "key"
+    """Nobody: every scrape needs a key of role ``read`` or above."""
+
+
 @dataclass(frozen=True, slots=True)
 class LocalCacheConfig:
     """``--cache-config local,size=BYTES``: the in-process LRU cache, holding at most ``size`` bytes."""
@@ -217,6 +228,37 @@ class Settings(BaseSettings):
     """Where the routes (A/B, canary, shadow) declared through ``/v2/routes`` are kept, and read back at start;
     each change is written atomically. Unset: routes last until the server stops. The image keeps them in
     ``/var/lib/appliance/routes.json``."""
+
+    auth: bool = False
+    """Require credentials: ``Authorization: Bearer <key>`` on REST, ``authorization`` metadata on gRPC, with
+    keys made by ``appliance keys create`` (roles ``read``, ``infer``, ``admin``). Liveness and readiness stay
+    open; ``/metrics`` follows ``metrics_access``. Off: every request is served, as before."""
+
+    keys_file: Path = Path("/var/lib/appliance/keys.json")
+    """The API keys (``appliance keys create|list|revoke``): names, roles and hashes, never the keys themselves;
+    JSON, mode 0600, written atomically. The server checks it for a change at most every half second, when a key is
+    used, so a revoked key stops working within a second; a file it cannot parse is logged (file and line) and the
+    last good keys stay in force."""
+
+    metrics_access: MetricsAccess = MetricsAccess.LOOPBACK
+    """With ``auth`` on, who may read ``/metrics`` without a key: ``open`` (anyone), ``loopback`` (clients on
+    the device; others need a key of role read or above) or ``key`` (nobody)."""
+
+    rate_limit_rps: float = Field(default=0.0, ge=0)
+    """With ``auth`` on, requests per second each key may make (token bucket) unless the key has its own rate
+    (``appliance keys create --rate``); 0: no limit. Over it: 429 / RESOURCE_EXHAUSTED with ``Retry-After``."""
+
+    rate_limit_burst: int = Field(default=0, ge=0)
+    """Requests a key may make at once, in a burst, before ``rate_limit_rps`` paces it (the token bucket's size);
+    0: one second's worth, the rate rounded up."""
+
+    audit_log_file: Path | None = None
+    """With ``auth`` on, where the audit log goes (JSON lines): every admin action and every refused admin
+    attempt, with time, key name, source address, action, target and result. It also goes to the journal (logger
+    ``appliance.audit``) and is read through ``GET /v2/audit``. Unset: journal only, the API shows the last 1000."""
+
+    audit_log_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    """Size past which the audit log file is rotated to ``<file>.1`` (the previous ``.1`` is dropped)."""
 
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in

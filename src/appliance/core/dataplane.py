@@ -13,6 +13,7 @@ import logging
 
 from .. import __version__
 from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Settings
+from .auth.guard import Guard
 from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
@@ -71,6 +72,10 @@ class DataPlane:
         self.repository.reserved = self.routes.__contains__
         self.metrics.registry.register(self.routes)
         self.build_id = settings.resolved_build_id()
+        # With auth off there is no guard, and the adapters route requests straight to their handlers.
+        self.guard = Guard(settings) if settings.auth else None
+        if self.guard is not None:
+            self.metrics.registry.register(self.guard)
         self._started = False
         self._refresher: asyncio.Task[None] | None = None
         self.poller = (

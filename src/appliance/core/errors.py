@@ -23,6 +23,8 @@ class Status(enum.Enum):
     ALREADY_EXISTS = "already_exists"
     UNSUPPORTED = "unsupported"
     PERMISSION_DENIED = "permission_denied"
+    UNAUTHENTICATED = "unauthenticated"
+    RATE_LIMITED = "rate_limited"
     CONFLICT = "conflict"
     INTERNAL = "internal"
 
@@ -59,6 +61,22 @@ class Unsupported(InferenceError):
 
 class PermissionDenied(InferenceError):
     status = Status.PERMISSION_DENIED
+
+
+class Unauthenticated(InferenceError):
+    """No valid credentials: missing, malformed, unknown, revoked or expired. The message never says which."""
+
+    status = Status.UNAUTHENTICATED
+
+
+class RateLimited(InferenceError):
+    """The caller's key is over its rate limit; it may try again after ``retry_after_s`` whole seconds."""
+
+    status = Status.RATE_LIMITED
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Conflict(InferenceError):

@@ -17,6 +17,7 @@ while the lease is held.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import logging
 import math
@@ -49,6 +50,7 @@ PARAM_OFFSET = "shared_memory_offset"
 PARAM_BYTE_SIZE = "shared_memory_byte_size"
 
 
+@functools.lru_cache(maxsize=1024)
 def is_local_client(host: str | None) -> bool:
     """Whether a peer is on this machine: a loopback address, or ``None`` for a transport without addresses
     (a Unix socket)."""

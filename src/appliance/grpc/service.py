@@ -11,10 +11,11 @@ import grpc
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2 as pb
 
+from ..core.auth.guard import Guard
 from ..core.dataplane import DataPlane
-from ..core.errors import InferenceError, Status
-from ..core.shared_memory import is_local_client
+from ..core.errors import InferenceError, RateLimited, Status
 from ..core.types import InferRequest
+from .auth import OPERATIONS, authorization, guarded, peer
 from .codec import decode_infer_request, encode_infer_response, parameter_value
 from .encode import (
     model_metadata_message,
@@ -40,21 +41,15 @@ GRPC_STATUS = {
     Status.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
     Status.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Status.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+    Status.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Status.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Status.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
 
 def local_client(context: Any) -> bool:
-    """From grpc's peer string: ``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:/run/x.sock``."""
-    peer: str = context.peer() or ""
-    scheme, _, address = peer.partition(":")
-    if scheme.startswith("unix"):
-        return True
-    if scheme == "ipv6":
-        return is_local_client(address.rpartition("]")[0].lstrip("["))
-    if scheme == "ipv4":
-        return is_local_client(address.rpartition(":")[0])
-    return False
+    """Whether the caller is on the device (loopback, a Unix socket)."""
+    return peer(context).local
 
 
 class _Metadata(Mapping[str, str]):
@@ -219,7 +214,8 @@ class InferenceService:
 
 
 class Malformed:
-    """A request message that did not parse; the handler answers INVALID_ARGUMENT with this message."""
+    """A request message answered with an error instead of being run: one that did not parse (INVALID_ARGUMENT
+    for a unary method), or, on a stream, one over its key's rate limit; a stream gets the message in its place."""
 
     def __init__(self, message: str) -> None:
         self.message = message
@@ -244,7 +240,38 @@ def _checked(method: Any) -> Any:
         try:
             return await method(request, context)
         except InferenceError as exc:
-            await context.abort(GRPC_STATUS[exc.status], exc.message)
+            await _abort(context, exc)
+
+    return handler
+
+
+async def _abort(context: Any, exc: InferenceError) -> None:
+    if isinstance(exc, RateLimited):
+        context.set_trailing_metadata((("retry-after", str(exc.retry_after_s)),))
+    await context.abort(GRPC_STATUS[exc.status], exc.message)
+
+
+def _guarded_stream(guard: Guard, method: Any) -> Any:
+    """``ModelStreamInfer`` with auth on: the credentials are checked when the stream opens (refused: the stream
+    ends with the status); each message after the first draws on the key's rate limit too, and one over it gets
+    the error in its place on the stream, which goes on."""
+
+    async def handler(request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        try:
+            principal = guard.admit(authorization(context), peer(context), OPERATIONS["ModelStreamInfer"])
+        except InferenceError as exc:
+            await _abort(context, exc)
+            return
+
+        async def metered() -> AsyncIterator[Any]:
+            first = True
+            async for message in request_iterator:
+                limited = None if first else guard.charge(principal)
+                first = False
+                yield Malformed(limited.message) if limited is not None else message
+
+        async for response in method(metered(), context):
+            yield response
 
     return handler
 
@@ -273,15 +300,22 @@ _UNARY = [
 def handler_table(dataplane: DataPlane) -> dict[str, grpc.RpcMethodHandler]:
     """The method handlers of ``inference.GRPCInferenceService``, by method name."""
     service = InferenceService(dataplane)
+    guard = dataplane.guard  # None with auth off: the methods are called directly
     handlers = {}
     for name in _UNARY:
+        method = getattr(service, name)
+        if guard is not None and OPERATIONS[name].required is not None:
+            method = guarded(guard, OPERATIONS[name], method)
         handlers[name] = grpc.unary_unary_rpc_method_handler(
-            _checked(getattr(service, name)),
+            _checked(method),
             request_deserializer=_parser(getattr(pb, name + "Request")),
             response_serializer=getattr(pb, name + "Response").SerializeToString,
         )
+    stream = service.ModelStreamInfer
+    if guard is not None:
+        stream = _guarded_stream(guard, stream)
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-        service.ModelStreamInfer,
+        stream,
         request_deserializer=_parser(pb.ModelInferRequest),
         response_serializer=pb.ModelStreamInferResponse.SerializeToString,
     )

@@ -16,8 +16,11 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
+from ..core.auth.guard import Guard
+from ..core.auth.roles import Operation
 from ..core.dataplane import DataPlane
-from ..core.errors import InferenceError, Status
+from ..core.errors import InferenceError, RateLimited, Status
+from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .endpoints import Endpoints
 
 HTTP_STATUS = {
@@ -32,6 +35,8 @@ HTTP_STATUS = {
     Status.UNSUPPORTED: 400,
     Status.PERMISSION_DENIED: 403,
     Status.CONFLICT: 409,
+    Status.UNAUTHENTICATED: 401,
+    Status.RATE_LIMITED: 429,
     Status.INTERNAL: 500,
 }
 
@@ -49,7 +54,12 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 async def inference_error(_: Request, exc: InferenceError) -> JSONResponse:
-    return _error(HTTP_STATUS[exc.status], exc.message)
+    response = _error(HTTP_STATUS[exc.status], exc.message)
+    if exc.status is Status.UNAUTHENTICATED:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -57,63 +67,88 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
     return _error(400, problems)
 
 
-def routes(endpoints: Endpoints) -> list[BaseRoute]:
-    """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``."""
+def routes(endpoints: Endpoints, guard: Guard | None = None, audit: AuditEndpoint | None = None) -> list[BaseRoute]:
+    """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``.
+
+    Each route names its :class:`Operation`; with a ``guard`` (auth on) every route but health's checks the
+    request's credentials for it first, with none (auth off) the handlers are called directly."""
     e = endpoints
+    audit = audit or AuditEndpoint(guard)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
+    op = Operation
 
-    def get(path: str, endpoint: Callable[..., Any], tag: str, summary: str) -> APIRoute:
-        return APIRoute(path, endpoint, methods=["GET"], tags=[tag], summary=summary)
+    def route(method: str, path: str, endpoint: Callable[..., Any], operation: Operation, **kw: Any) -> APIRoute:
+        if guard is not None and operation.required is not None:
+            endpoint = guarded_endpoint(guard, operation, endpoint)
+        return APIRoute(path, endpoint, methods=[method], **kw)
 
-    def post(path: str, endpoint: Callable[..., Any], tag: str, summary: str, doc: Any = None) -> APIRoute:
-        return APIRoute(path, endpoint, methods=["POST"], tags=[tag], summary=summary, openapi_extra=doc)
+    def get(path: str, endpoint: Callable[..., Any], operation: Operation, tag: str, summary: str) -> APIRoute:
+        return route("GET", path, endpoint, operation, tags=[tag], summary=summary)
 
+    def post(
+        path: str, endpoint: Callable[..., Any], operation: Operation, tag: str, summary: str, doc: Any = None
+    ) -> APIRoute:
+        return route("POST", path, endpoint, operation, tags=[tag], summary=summary, openapi_extra=doc)
+
+    infer = guarded(guard, op.INFER, e.infer_route) if guard is not None else e.infer_route
+    shm = "shared memory"
     return [
         # Inference first, as plain Starlette routes: matched at the first or second try and called without
         # FastAPI's dependency solving, which cost about 100 us a request (half the REST path, in process). The
         # APIRoutes of the same paths below are never reached; they document the paths in /openapi.json.
-        Route(f"{version}/infer", e.infer_route, methods=["POST"], include_in_schema=False),
-        Route("/v2/models/{model}/infer", e.infer_route, methods=["POST"], include_in_schema=False),
-        get("/health", e.health, "health", "Liveness: the process is serving HTTP"),
-        get("/ready", e.ready, "health", "Readiness: 200 when accepting inference, 503 otherwise"),
-        get("/metrics", e.metrics, "health", "Prometheus metrics"),
-        get("/v2", e.server_metadata, "server", "Server metadata"),
-        get("/v2/health/live", e.server_live, "server", "Server live (200) or not (400)"),
-        get("/v2/health/ready", e.server_ready, "server", "Server ready (200) or not (400)"),
-        get("/v2/models/stats", e.all_stats, "statistics", "Statistics of every model"),
-        get(version, e.model_metadata, "model", "Model version metadata"),
-        get("/v2/models/{model}", e.model_metadata, "model", "Model metadata"),
-        get(f"{version}/ready", e.model_ready, "model", "Model version ready"),
-        get("/v2/models/{model}/ready", e.model_ready, "model", "Model ready (200) or not (400)"),
-        get(f"{version}/config", e.model_config, "model", "Model version configuration"),
-        get("/v2/models/{model}/config", e.model_config, "model", "Model configuration (Triton extension)"),
-        get(f"{version}/stats", e.model_stats, "statistics", "Model version statistics"),
-        get("/v2/models/{model}/stats", e.model_stats, "statistics", "Model statistics (Triton extension)"),
-        post(f"{version}/infer", e.infer, "inference", "Inference on a model version", _INFER_BODY_DOC),
-        post("/v2/models/{model}/infer", e.infer, "inference", "Inference", _INFER_BODY_DOC),
-        post("/v2/repository/index", e.repository_index, "repository", "Models in the repository and their state"),
-        post("/v2/repository/models/{model}/load", e.repository_load, "repository", "Load or reload a model"),
-        post("/v2/repository/models/{model}/unload", e.repository_unload, "repository", "Unload a model"),
-        get("/v2/routes", e.routes, "routes", "Every route, with its arms' figures and canary decisions"),
-        get("/v2/routes/{name}", e.route, "routes", "One route"),
-        APIRoute("/v2/routes/{name}", e.route_declare, methods=["PUT"], tags=["routes"], summary="Declare or replace"),
-        APIRoute("/v2/routes/{name}", e.route_delete, methods=["DELETE"], tags=["routes"], summary="Delete a route"),
-        post("/v2/routes/{name}/{action}", e.route_action, "routes", "Canary: promote, rollback, pause or resume"),
-        get(f"{system}/status", e.system_shared_memory_status, "shared memory", "Every system shared memory region"),
-        get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, "shared memory", "One region"),
+        Route(f"{version}/infer", infer, methods=["POST"], include_in_schema=False),
+        Route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False),
+        get("/health", e.health, op.HEALTH, "health", "Liveness: the process is serving HTTP"),
+        get("/ready", e.ready, op.HEALTH, "health", "Readiness: 200 when accepting inference, 503 otherwise"),
+        get("/metrics", e.metrics, op.METRICS, "health", "Prometheus metrics"),
+        get("/v2", e.server_metadata, op.SERVER_METADATA, "server", "Server metadata"),
+        get("/v2/health/live", e.server_live, op.HEALTH, "server", "Server live (200) or not (400)"),
+        get("/v2/health/ready", e.server_ready, op.HEALTH, "server", "Server ready (200) or not (400)"),
+        get("/v2/models/stats", e.all_stats, op.MODEL_STATISTICS, "statistics", "Statistics of every model"),
+        get(version, e.model_metadata, op.MODEL_METADATA, "model", "Model version metadata"),
+        get("/v2/models/{model}", e.model_metadata, op.MODEL_METADATA, "model", "Model metadata"),
+        get(f"{version}/ready", e.model_ready, op.MODEL_READY, "model", "Model version ready"),
+        get("/v2/models/{model}/ready", e.model_ready, op.MODEL_READY, "model", "Model ready (200) or not (400)"),
+        get(f"{version}/config", e.model_config, op.MODEL_CONFIG, "model", "Model version configuration"),
+        get("/v2/models/{model}/config", e.model_config, op.MODEL_CONFIG, "model", "Model configuration"),
+        get(f"{version}/stats", e.model_stats, op.MODEL_STATISTICS, "statistics", "Model version statistics"),
+        get("/v2/models/{model}/stats", e.model_stats, op.MODEL_STATISTICS, "statistics", "Model statistics"),
+        post(f"{version}/infer", e.infer, op.INFER, "inference", "Inference on a model version", _INFER_BODY_DOC),
+        post("/v2/models/{model}/infer", e.infer, op.INFER, "inference", "Inference", _INFER_BODY_DOC),
+        post("/v2/repository/index", e.repository_index, op.REPOSITORY_INDEX, "repository", "Models and states"),
+        post("/v2/repository/models/{model}/load", e.repository_load, op.REPOSITORY_LOAD, "repository", "Load"),
+        post("/v2/repository/models/{model}/unload", e.repository_unload, op.REPOSITORY_UNLOAD, "repository", "Unload"),
+        get("/v2/routes", e.routes, op.ROUTES_READ, "routes", "Every route, with its arms' figures and decisions"),
+        get("/v2/routes/{name}", e.route, op.ROUTES_READ, "routes", "One route"),
+        route("PUT", "/v2/routes/{name}", e.route_declare, op.ROUTE_DECLARE, tags=["routes"], summary="Declare"),
+        route("DELETE", "/v2/routes/{name}", e.route_delete, op.ROUTE_DELETE, tags=["routes"], summary="Delete"),
+        post("/v2/routes/{name}/{action}", e.route_action, op.ROUTE_ACTION, "routes", "promote/rollback/pause/resume"),
+        get("/v2/audit", audit.audit, op.AUDIT_READ, "audit", "The newest audit log entries (?limit=N)"),
+        get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
+        get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(
-            f"{system}/region/{{name}}/register", e.system_shared_memory_register, "shared memory", "Register a region"
+            f"{system}/region/{{name}}/register",
+            e.system_shared_memory_register,
+            op.SHARED_MEMORY_REGISTER,
+            shm,
+            "Register a region",
         ),
         post(
-            f"{system}/region/{{name}}/unregister", e.system_shared_memory_unregister, "shared memory", "Unregister one"
+            f"{system}/region/{{name}}/unregister",
+            e.system_shared_memory_unregister,
+            op.SHARED_MEMORY_UNREGISTER,
+            shm,
+            "Unregister one",
         ),
-        post(f"{system}/unregister", e.system_shared_memory_unregister, "shared memory", "Unregister every region"),
-        get(f"{cuda}/status", e.cuda_shared_memory_status, "shared memory", "CUDA regions: always none"),
-        get(f"{cuda}/region/{{name}}/status", e.cuda_shared_memory_status, "shared memory", "CUDA region: not found"),
-        post(f"{cuda}/region/{{name}}/register", e.cuda_shared_memory_register, "shared memory", "Not supported"),
-        post(f"{cuda}/region/{{name}}/unregister", e.cuda_shared_memory_unregister, "shared memory", "Nothing to do"),
-        post(f"{cuda}/unregister", e.cuda_shared_memory_unregister, "shared memory", "Nothing to do"),
+        post(f"{system}/unregister", e.system_shared_memory_unregister, op.SHARED_MEMORY_UNREGISTER, shm, "All"),
+        get(f"{cuda}/status", e.cuda_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "CUDA regions: none"),
+        get(f"{cuda}/region/{{name}}/status", e.cuda_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Not found"),
+        post(f"{cuda}/region/{{name}}/register", e.cuda_shared_memory_register, op.SHARED_MEMORY_REGISTER, shm, "No"),
+        post(
+            f"{cuda}/region/{{name}}/unregister", e.cuda_shared_memory_unregister, op.SHARED_MEMORY_UNREGISTER, shm, "-"
+        ),
+        post(f"{cuda}/unregister", e.cuda_shared_memory_unregister, op.SHARED_MEMORY_UNREGISTER, shm, "Nothing to do"),
     ]
 
 
@@ -122,6 +157,6 @@ def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
         title="ML Inference Appliance",
         version=__version__,
         description="KServe v2 / Open Inference Protocol with Triton's extensions.",
-        routes=routes(Endpoints(dataplane, max_request_bytes)),
+        routes=routes(Endpoints(dataplane, max_request_bytes), dataplane.guard),
         exception_handlers={InferenceError: inference_error, RequestValidationError: validation_error},
     )
