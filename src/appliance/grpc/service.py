@@ -82,6 +82,7 @@ def _decode(message: pb.ModelInferRequest, context: Any) -> InferRequest:
     if request.uses_shared_memory():
         request.local_client = local_client(context)
     request.headers = _Metadata(context)
+    request.transport = "grpc"
     return request
 
 
