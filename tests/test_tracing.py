@@ -343,6 +343,18 @@ def test_enabled_only_with_an_endpoint() -> None:
     assert tracing.installed()
 
 
+def test_setup_is_off_without_an_endpoint_or_the_extra(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in tracing.ENDPOINT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert tracing.setup() is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(tracing, "installed", lambda: False)
+    assert tracing.setup() is None
+    assert "tracing extra is not installed" in caplog.text
+
+
 _OFF_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, tempfile
