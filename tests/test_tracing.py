@@ -135,7 +135,7 @@ class Receiver:
                 return False
             if roots[0].status == ERROR:
                 return True
-            return len(_descendants(roots[0], spans)) >= 5
+            return len(_descendants(roots[0], spans)) >= 2
 
         spans = self.wait_for(complete)
         root = next(s for s in spans if s.attributes.get("appliance.request.id") == request_id)
@@ -189,13 +189,15 @@ def _children(spans: list[ExportedSpan], parent: ExportedSpan) -> dict[str, Expo
 
 
 def _check_tree(root: ExportedSpan, spans: list[ExportedSpan]) -> None:
-    """queue and compute under the request, compute's three phases under compute, all inside the request."""
+    """queue and compute under the request, inside it, one after the other; compute's phases as attributes."""
     children = _children(spans, root)
     assert set(children) == {"queue", "compute"}
     compute = children["compute"]
-    assert set(_children(spans, compute)) == {"compute_input", "compute_infer", "compute_output"}
     assert compute.attributes["appliance.batch.size"] == 1
-    assert len(spans) == 5
+    assert compute.attributes["appliance.batch.requests"] == 1
+    phases = [compute.attributes[f"appliance.compute.{p}_us"] for p in ("input", "infer", "output")]
+    assert all(p >= 0 for p in phases) and phases[1] > 0
+    assert len(spans) == 2
     for span in spans:
         assert root.start_ns <= span.start_ns <= span.end_ns <= root.end_ns, span.name
     assert children["queue"].end_ns <= compute.start_ns

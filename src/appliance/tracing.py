@@ -7,9 +7,9 @@ plane's one ``tracer is None`` check is the whole cost.
 
 Each request gets a SERVER span (``ModelInfer`` on gRPC, ``POST /v2/models/{model}/infer`` on REST), a child of
 the W3C ``traceparent`` / ``tracestate`` of its REST headers or gRPC metadata (a new trace without them, or when
-they are malformed). Its ``queue`` (enqueued to dispatched) and ``compute`` (the batch execution, with children
-``compute_input``, ``compute_infer``, ``compute_output``) children are made after the request, from the times the
-core measured, so no span object lives in the batcher. The standard ``OTEL_*`` variables apply (``OTEL_SERVICE_NAME``,
+they are malformed). Its ``queue`` (enqueued to dispatched) and ``compute`` (the batch execution; its input,
+infer and output phases as attributes) children are made after the request, from the times the core measured, so
+no span object lives in the batcher. The standard ``OTEL_*`` variables apply (``OTEL_SERVICE_NAME``,
 ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_SCHEDULE_DELAY``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...).
 """
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
+    from opentelemetry.util.types import Attributes
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +142,31 @@ class Tracing:
             if execution is not None:
                 span.set_attribute("appliance.batch.size", execution.batch_size)
                 if execution.end:
+                    # One span for the batch, its phases as attributes: each SDK span costs tens of microseconds
                     done = wall_ns + int((execution.end - perf) * 1e9)
-                    output = done - int(execution.output_s * 1e9)
-                    infer = output - int(execution.infer_s * 1e9)
-                    start = infer - int(execution.input_s * 1e9)
-                    compute = self._tracer.start_span(
+                    compute_s = execution.input_s + execution.infer_s + execution.output_s
+                    self._child(
                         "compute",
-                        context=context,
-                        kind=self._internal,
-                        start_time=start,
-                        attributes={
+                        context,
+                        done - int(compute_s * 1e9),
+                        done,
+                        {
                             "appliance.batch.size": execution.batch_size,
                             "appliance.batch.requests": execution.requests,
+                            "appliance.compute.input_us": round(execution.input_s * 1e6, 1),
+                            "appliance.compute.infer_us": round(execution.infer_s * 1e6, 1),
+                            "appliance.compute.output_us": round(execution.output_s * 1e6, 1),
                         },
                     )
-                    inner = self._in_context(compute)
-                    self._child("compute_input", inner, start, infer)
-                    self._child("compute_infer", inner, infer, output)
-                    self._child("compute_output", inner, output, done)
-                    compute.end(end_time=done)
         span.end(end_time=max(end_ns, wall_ns))
 
-    def _child(self, name: str, context: Context, start_ns: int, end_ns: int) -> None:
-        self._tracer.start_span(name, context=context, kind=self._internal, start_time=start_ns).end(end_time=end_ns)
+    def _child(
+        self, name: str, context: Context, start_ns: int, end_ns: int, attributes: Attributes | None = None
+    ) -> None:
+        span = self._tracer.start_span(
+            name, context=context, kind=self._internal, start_time=start_ns, attributes=attributes
+        )
+        span.end(end_time=end_ns)
 
     def shutdown(self) -> None:
         """Export what is left and stop (blocking: call it from a thread)."""
