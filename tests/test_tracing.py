@@ -247,6 +247,7 @@ def test_grpc_stream_requests_continue_the_streams_trace(traced: ServerProcess, 
         client.stop_stream()
     assert not isinstance(results[0], InferenceServerException), results[0]
     root, spans = receiver.request_trace("stream-1")
+    assert (root.name, root.kind) == ("ModelStreamInfer", SERVER)
     assert (root.trace_id, root.parent_id) == (TRACE_ID, parent)
     _check_tree(root, spans)
 

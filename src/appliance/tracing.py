@@ -5,7 +5,8 @@ is set: :func:`setup` then builds a tracer provider that exports over OTLP/HTTP 
 the :class:`Tracing` to the data plane. Off, nothing here is called and OpenTelemetry is never imported: the data
 plane's one ``tracer is None`` check is the whole cost.
 
-Each request gets a SERVER span (``ModelInfer`` on gRPC, ``POST /v2/models/{model}/infer`` on REST), a child of
+Each request gets a SERVER span (``ModelInfer`` or ``ModelStreamInfer`` on gRPC, ``POST /v2/models/{model}/infer``
+on REST), a child of
 the W3C ``traceparent`` / ``tracestate`` of its REST headers or gRPC metadata (a new trace without them, or when
 they are malformed). Its ``queue`` (enqueued to dispatched) and ``compute`` (the batch execution; its input,
 infer and output phases as attributes) children are made after the request, from the times the core measured, so
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 REST_SPAN = "POST /v2/models/{model}/infer"
-GRPC_SPAN = "ModelInfer"
+#: InferRequest.transport -> the request span's name (the gRPC method; REST's route template)
+SPAN_NAMES = {"http": REST_SPAN, "grpc": "ModelInfer", "grpc-stream": "ModelStreamInfer"}
 
 
 def installed() -> bool:
@@ -79,21 +81,21 @@ class Tracing:
         """Run ``call(request)`` under a request span; add the core's measured times as child spans after it."""
         parent = self._extract(request.headers)  # traceparent / tracestate; an invalid one is ignored
         model, version = request.model_name, request.model_version
-        grpc = request.transport == "grpc"
+        name = SPAN_NAMES.get(request.transport, "infer")
         attributes: dict[str, str | int] = {"appliance.model.name": model}
         if version:
             attributes["appliance.model.requested_version"] = version
         if request.id:
             attributes["appliance.request.id"] = request.id
-        if grpc:
-            attributes.update({"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService"})
-            attributes["rpc.method"] = GRPC_SPAN
-        elif request.transport == "http":
+        if request.transport == "http":
             attributes.update({"http.request.method": "POST", "http.route": REST_SPAN})
+        elif request.transport.startswith("grpc"):
+            attributes.update({"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService"})
+            attributes["rpc.method"] = name
         record = request.trace = TraceRecord()
         wall_ns, mono, perf = time.time_ns(), time.monotonic(), time.perf_counter()
         span = self._tracer.start_span(
-            GRPC_SPAN if grpc else REST_SPAN if request.transport == "http" else "infer",
+            name,
             context=parent,
             kind=self._server,
             attributes=attributes,

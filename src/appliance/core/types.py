@@ -62,7 +62,7 @@ class InferRequest:
     local_client: bool = False
     # The REST headers or gRPC metadata (lower-case keys), read by a route's sticky key
     headers: Mapping[str, str] = field(default_factory=dict)
-    # Which adapter it came through ("http", "grpc"): names its trace span
+    # Which adapter it came through ("http", "grpc", "grpc-stream"): names its trace span
     transport: str = ""
     # Set only while tracing is on (:mod:`appliance.tracing`): what the core measures of the request
     trace: TraceRecord | None = None
