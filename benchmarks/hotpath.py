@@ -10,6 +10,8 @@ server spends more on the same code.
     python benchmarks/hotpath.py --models mlp --profile  # and the top functions under cProfile
     python benchmarks/hotpath.py --routes             # and through a route of one arm and one of two
     python benchmarks/hotpath.py --auth               # with --auth true and an infer key in the metadata
+    python benchmarks/hotpath.py --tracing            # tracing on (spans made and exported to a sink that
+                                                      # drops them), a traceparent in the metadata
 
 With ``--routes``, each model is also called through ``<model>_route`` (one arm: the model) and ``<model>_ab``
 (two arms, 50/50: the model and ``<model>_b``, a copy, with a sticky key no request sends), in interleaved
@@ -57,7 +59,13 @@ class _Context:
 
 
 async def measure(
-    repo: Path, models: list[str], count: int, profile: bool, routes: bool = False, auth: bool = False
+    repo: Path,
+    models: list[str],
+    count: int,
+    profile: bool,
+    routes: bool = False,
+    auth: bool = False,
+    tracing: bool = False,
 ) -> None:
     from appliance.backends import factory_for
     from appliance.core.auth.keys import create_key
@@ -74,6 +82,13 @@ async def measure(
         settings = Settings(model_repository=repo, auth=True, keys_file=keys_file)
         context = _Context((("authorization", f"Bearer {key}"),))
     dataplane = DataPlane(settings, factory_for)
+    tracer = None
+    if tracing:
+        from appliance.tracing import setup
+
+        tracer = dataplane.tracer = setup(exporter=_dropping_exporter())
+        traceparent = ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        context = _Context((*context.invocation_metadata(), traceparent))
     await dataplane.start()
     infer = handler_table(dataplane)["ModelInfer"]
     try:
@@ -110,6 +125,19 @@ async def measure(
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     finally:
         await dataplane.stop()
+        if tracer is not None:
+            tracer.shutdown()
+
+
+def _dropping_exporter() -> Any:
+    """A span exporter that drops what it gets: the cost of making and batching spans, not of sending them."""
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    return Drop()
 
 
 async def _compare_routes(
@@ -146,6 +174,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print the top functions under cProfile")
     parser.add_argument("--routes", action="store_true", help="also through a route of one arm and one of two")
     parser.add_argument("--auth", action="store_true", help="auth on, an infer key in each request's metadata")
+    parser.add_argument("--tracing", action="store_true", help="tracing on, spans dropped by the exporter")
     args = parser.parse_args()
     import uvloop
 
@@ -159,7 +188,9 @@ def main() -> None:
             config = repo / f"{model}_b" / "config.pbtxt"
             config.write_text(config.read_text().replace(f'name: "{model}"', f'name: "{model}_b"'))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(measure(repo, args.models.split(","), args.count, args.profile, args.routes, args.auth))
+            runner.run(
+                measure(repo, args.models.split(","), args.count, args.profile, args.routes, args.auth, args.tracing)
+            )
 
 
 if __name__ == "__main__":

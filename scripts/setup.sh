@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the Python environment in .venv on a fresh Debian 12 (or any Linux with Python 3.11+).
 #   scripts/setup.sh            the appliance and its runtime dependencies
-#   scripts/setup.sh test       plus what the test suite needs (pytest, the real tritonserver wheel, ruff, mypy, ...,
+#   scripts/setup.sh test       plus what the test suite needs (pytest, the real tritonserver wheel, ruff, mypy,
+#                               OpenTelemetry (the tracing extra), ...,
 #                               and Debian's redis-server, which the Redis response cache tests start themselves)
 # Installs Debian packages with apt-get when run as root on Debian and something is missing; Debian's
 # Python refuses pip outside a virtual environment (PEP 668), so everything goes into .venv.
@@ -36,7 +37,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$extras" = "test" ]; then
-    .venv/bin/python -m pip install -q -e '.[test,triton,dev]'
+    .venv/bin/python -m pip install -q -e '.[test,triton,dev,tracing]'
 else
     .venv/bin/python -m pip install -q -e .
 fi

@@ -22,6 +22,8 @@ from .core.dataplane import DataPlane
 from .grpc.service import create_server
 from .rest.app import create_app
 from .settings import Settings
+from .tracing import Tracing
+from .tracing import setup as setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,12 @@ class Appliance:
         self._uvicorn: _Uvicorn | None = None
         self._uvicorn_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
+        self.tracing: Tracing | None = None
 
     async def start(self) -> None:
         s = self.settings
+        # Off (no extra, no OTLP endpoint): None, and OpenTelemetry is never imported
+        self.tracing = self.dataplane.tracer = setup_tracing()
         await self.dataplane.start()
         if s.allow_grpc:
             server = self._grpc = create_server(self.dataplane, s.max_request_bytes)
@@ -127,6 +132,8 @@ class Appliance:
             # Unloading drains each batcher, which would wait for the executions still running past the exit
             # timeout; their threads are daemons, so leave them to the process exit instead.
             log.warning("exit timeout reached: exiting without waiting for the requests still running")
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still buffered
         log.info("stopped")
 
 

@@ -32,13 +32,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .errors import DeadlineExceeded, InternalError, QueueFull, Unavailable
 from .model_config import BatchingPolicy
+
+if TYPE_CHECKING:
+    from .types import TraceRecord
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class Payload:
         "seq",
         "shape_key",
         "state",
+        "trace",
     )
 
     def __init__(self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object) -> None:
@@ -76,6 +80,7 @@ class Payload:
         self.dispatched = 0.0
         self.state = _QUEUED
         self.seq = 0
+        self.trace: TraceRecord | None = None
 
     def release(self) -> None:
         """Drop the tensors once done: the deadline heap may hold this payload until its deadline."""
@@ -92,6 +97,7 @@ class Execution:
     input_s: float
     infer_s: float
     output_s: float
+    end: float = 0.0  # time.perf_counter() when the outputs were ready (0.0: not recorded)
 
 
 ExecuteFn = Callable[[int, dict[str, NDArray[Any]], Sequence[str]], dict[str, NDArray[Any]]]
@@ -195,9 +201,11 @@ class DynamicBatcher:
         shape_key: object = None,
         priority: int = 0,
         timeout_us: int = 0,
+        trace: TraceRecord | None = None,
     ) -> tuple[dict[str, NDArray[Any]], float, float]:
         """Queue one request; return its outputs, when it was enqueued and when it was dispatched.
 
+        ``trace`` (tracing on) receives the :class:`Execution` of the batch the request ran in.
         Raises QueueFull, DeadlineExceeded or Unavailable; if the caller is cancelled (client gone) while the
         request still waits, the request is dropped and never runs.
         """
@@ -220,6 +228,7 @@ class DynamicBatcher:
         p = Payload(inputs, batch_size, shape_key)
         p.queue = level
         p.seq = next(self._seq)
+        p.trace = trace
         p.enqueued = time.monotonic()
         future = p.future = loop.create_future()
         self._queues[level].append(p)
@@ -423,7 +432,7 @@ class DynamicBatcher:
             log.exception("model '%s': batch of %d requests failed", self._name, len(batch))
             return exc
         size = sum(p.batch_size for p in batch)
-        return per_request, Execution(size, len(batch), t1 - t0, t2 - t1, t3 - t2)
+        return per_request, Execution(size, len(batch), t1 - t0, t2 - t1, t3 - t2, t3)
 
     def _complete(
         self,
@@ -449,6 +458,8 @@ class DynamicBatcher:
             self._on_execution(execution)
             for p, out in zip(batch, outputs):
                 p.state = _DONE
+                if p.trace is not None:
+                    p.trace.execution = execution
                 if p.future is not None and not p.future.done():
                     p.future.set_result(out)
                 p.release()

@@ -26,7 +26,7 @@ from .repository import LoadOptions, ModelRepository
 from .routes import RouteTable
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
-from .types import InferRequest, InferResponse, InputTensor
+from .types import InferRequest, InferResponse, InputTensor, RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class DataPlane:
         )
         self._polling: asyncio.Task[None] | None = None
         self._draining = False
+        # Set by the server when tracing is on (appliance.tracing); None: requests never reach OpenTelemetry
+        self.tracer: RequestTracer | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -257,6 +259,8 @@ class DataPlane:
     # -- inference -------------------------------------------------------------------------------
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        if self.tracer is not None and request.trace is None:
+            return await self.tracer.infer(self.infer, request)  # sets request.trace, then calls back
         if self._draining:
             raise Unavailable("server is shutting down and accepts no new requests")
         route = self.routes.get(request.model_name)

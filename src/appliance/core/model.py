@@ -330,9 +330,12 @@ class BatchedModelVersion(ModelVersion):
     async def _run(
         self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object, request: InferRequest
     ) -> tuple[dict[str, NDArray[Any]], float]:
+        trace = request.trace
         outputs, enqueued, dispatched = await self.batcher.submit(
-            inputs, batch_size, shape_key, request.priority, request.timeout_us
+            inputs, batch_size, shape_key, request.priority, request.timeout_us, trace
         )
+        if trace is not None:
+            trace.enqueued, trace.dispatched = enqueued, dispatched
         return outputs, dispatched - enqueued
 
 
@@ -377,7 +380,11 @@ class DirectModelVersion(ModelVersion):
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
-        self.stats.batch_executed(Execution(batch_size, 1, 0.0, time.perf_counter() - start, 0.0))
+        end = time.perf_counter()
+        execution = Execution(batch_size, 1, 0.0, end - start, 0.0, end)
+        self.stats.batch_executed(execution)
+        if request.trace is not None:
+            request.trace.execution = execution
         return outputs, 0.0
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from .batching import Execution
 
 
 @dataclass(slots=True)
@@ -59,9 +62,26 @@ class InferRequest:
     local_client: bool = False
     # The REST headers or gRPC metadata (lower-case keys), read by a route's sticky key
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Which adapter it came through ("http", "grpc", "grpc-stream"): names its trace span
+    transport: str = ""
+    # Set only while tracing is on (:mod:`appliance.tracing`): what the core measures of the request
+    trace: TraceRecord | None = None
 
     def uses_shared_memory(self) -> bool:
         return bool(self.shared_memory_inputs) or any(o.shared_memory is not None for o in self.outputs)
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """What the core measured of one traced request, for the spans made after it: the hot path holds no span.
+
+    ``enqueued`` and ``dispatched`` are ``time.monotonic()`` (0.0: the request was not queued by the core);
+    ``execution`` is the batch it ran in, timed by ``time.perf_counter()``.
+    """
+
+    enqueued: float = 0.0
+    dispatched: float = 0.0
+    execution: Execution | None = None
 
 
 @dataclass(slots=True)
@@ -80,3 +100,11 @@ class InferResponse:
     id: str
     outputs: list[OutputTensor]
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+class RequestTracer(Protocol):
+    """Tracing as the data plane sees it (:class:`appliance.tracing.Tracing`): it wraps a request's inference."""
+
+    async def infer(
+        self, call: Callable[[InferRequest], Awaitable[InferResponse]], request: InferRequest
+    ) -> InferResponse: ...

@@ -82,6 +82,7 @@ def _decode(message: pb.ModelInferRequest, context: Any) -> InferRequest:
     if request.uses_shared_memory():
         request.local_client = local_client(context)
     request.headers = _Metadata(context)
+    request.transport = "grpc"
     return request
 
 
@@ -184,7 +185,9 @@ class InferenceService:
                 results.put_nowait(pb.ModelStreamInferResponse(error_message=message.message))
                 return
             try:
-                response = encode_infer_response(await self._dp.infer(_decode(message, context)))
+                request = _decode(message, context)
+                request.transport = "grpc-stream"
+                response = encode_infer_response(await self._dp.infer(request))
                 results.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
             except InferenceError as exc:
                 error = pb.ModelStreamInferResponse(error_message=exc.message)

@@ -144,6 +144,7 @@ class Endpoints:
         if infer_request.uses_shared_memory():
             infer_request.local_client = local_client(request)
         infer_request.headers = request.headers  # case-insensitive; a route's sticky key may be one
+        infer_request.transport = "http"
         task = asyncio.ensure_future(self._dp.infer(infer_request))
         # A client that disconnects cancels its request: it is dropped if it has not reached a batch yet.
         watcher = asyncio.ensure_future(request.receive())
