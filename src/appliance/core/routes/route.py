@@ -24,7 +24,7 @@ from ..errors import Conflict, InferenceError, Status
 from ..model import ModelVersion
 from ..stats import LATENCY_BUCKETS, Histogram
 from ..types import InferRequest, InferResponse, RequestedOutput
-from .canary import CanaryStatus, Decision, Verdict, Window, judge, thresholds
+from .canary import CanaryStatus, Decision, Verdict, Window, WindowSummary, judge, thresholds
 from .spec import RouteSpec
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,16 @@ Call = Callable[[InferRequest, bool, "ModelVersion | None"], Awaitable[InferResp
 
 
 class ArmStats:
-    """Counters of one arm since the route was declared, and its window for the canary analysis."""
+    """Counters of one arm since the route was declared, and, on a route with a canary, its window for the
+    analysis (None otherwise: a plain route keeps no latencies)."""
 
     __slots__ = ("compared", "differed", "errors", "histogram", "requests", "skipped", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, window: bool) -> None:
         self.requests = 0
         self.errors = 0
         self.histogram = Histogram(LATENCY_BUCKETS)  # successful requests, seconds
-        self.window = Window()
+        self.window = Window() if window else None
         self.compared = 0  # shadow arms: answers compared with the serving arm's
         self.differed = 0  # ... and found different beyond shadow_atol
         self.skipped = 0  # ... copies not sent, MAX_SHADOWS_IN_FLIGHT being in flight
@@ -59,12 +60,14 @@ class ArmStats:
     def success(self, seconds: float) -> None:
         self.requests += 1
         self.histogram.observe(seconds)
-        self.window.success(seconds)
+        if self.window is not None:
+            self.window.success(seconds)
 
     def error(self) -> None:
         self.requests += 1
         self.errors += 1
-        self.window.error()
+        if self.window is not None:
+            self.window.error()
 
     def to_json(self, shadow: bool) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -83,7 +86,7 @@ class ArmStats:
 class Route:
     def __init__(self, spec: RouteSpec, call: Call, clock: Callable[[], float] = time.time) -> None:
         self.spec = spec
-        self.arms = [ArmStats() for _ in spec.arms]
+        self.arms = [ArmStats(spec.canary is not None) for _ in spec.arms]
         self.canary_status: CanaryStatus | None = CanaryStatus.RUNNING if spec.canary else None
         self.canary_step = 0  # index into spec.canary.steps
         self.decisions: deque[Decision] = deque(maxlen=MAX_DECISIONS)
@@ -96,7 +99,7 @@ class Route:
         self.baseline: ModelVersion | None = None
         self.baseline_index = len(spec.arms)
         self.baseline_weight = 0
-        self.arms.append(ArmStats())
+        self.arms.append(ArmStats(spec.canary is not None))
         if spec.canary is not None:
             self._set_canary_share(spec.canary.steps[0])
         self._weights_changed()
@@ -268,7 +271,7 @@ class Route:
             return None
         canary, stable = self.canary_indexes()
         against = self.baseline_index if self.baseline is not None else stable
-        measured, reference = self.arms[canary].window.summary(), self.arms[against].window.summary()
+        measured, reference = _summary(self.arms[canary]), _summary(self.arms[against])
         verdict, reason = judge(policy, measured, reference)
         if verdict is Verdict.ADVANCE:
             if self.canary_step + 1 >= len(policy.steps) or policy.steps[self.canary_step + 1] >= 100:
@@ -290,7 +293,8 @@ class Route:
 
     def new_window(self) -> None:
         for stats in self.arms:
-            stats.window = Window()
+            if stats.window is not None:
+                stats.window = Window()
 
     def _finish(self, status: CanaryStatus) -> None:
         self.canary_status = status
@@ -380,6 +384,11 @@ class Route:
                     "stats": self.arms[self.baseline_index].to_json(False),
                 }
         return doc
+
+
+def _summary(stats: ArmStats) -> WindowSummary:
+    assert stats.window is not None  # a route with a canary keeps windows
+    return stats.window.summary()
 
 
 def differs(served: InferResponse, shadow: InferResponse, atol: float) -> bool:
