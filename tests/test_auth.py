@@ -258,10 +258,14 @@ def test_auth_off_changes_nothing(demo_server: ServerProcess):
 
 
 def _poll(check: Callable[[], bool], within_s: float = 3.0) -> float:
+    """Seconds until ``check`` holds; a client error (the key not known yet: gRPC raises) is "not yet"."""
     start = time.monotonic()
     while time.monotonic() - start < within_s:
-        if check():
-            return time.monotonic() - start
+        try:
+            if check():
+                return time.monotonic() - start
+        except InferenceServerException:
+            pass
         time.sleep(0.05)
     raise AssertionError(f"not within {within_s} s")
 
