@@ -17,15 +17,14 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..files import write_atomically
 from .roles import Role
 
 PREFIX = "apk"
@@ -194,22 +193,7 @@ def read_keys(path: Path) -> dict[str, KeyRecord]:
 def write_keys(path: Path, records: dict[str, KeyRecord]) -> None:
     """Replace the file with ``records``, atomically and durably, readable by its owner only."""
     body = json.dumps({"format": FORMAT, "keys": {i: r.to_json() for i, r in records.items()}}, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_atomically(path, body)  # mode 0600: mkstemp's
 
 
 @contextlib.contextmanager

@@ -10,12 +10,12 @@ of what is wrong; a route that is wrong is left out and the others are kept.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..files import write_atomically
 
 FORMAT = 1
 
@@ -66,19 +66,4 @@ def _line_of(text: str, name: str) -> int:
 def write_routes(path: Path, routes: dict[str, dict[str, Any]]) -> None:
     """Replace the file with ``routes`` (name: declaration with its state), atomically and durably."""
     body = json.dumps({"format": FORMAT, "routes": routes}, indent=2, sort_keys=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    write_atomically(path, body)

@@ -299,24 +299,18 @@ class RouteTable:
             labels=["route", "decision"],
         )
         for name, route in list(self.routes.items()):
-            for arm, stats in zip(route.spec.arms, route.arms):
-                values = [name, arm.label]
+            indexes = [*range(len(route.spec.arms)), *([route.baseline_index] if route.baseline is not None else [])]
+            for index in indexes:  # the declared arms, and a canary's baseline when one serves
+                values, stats = [name, route.label(index)], route.arms[index]
                 requests.add_metric(values, stats.requests)
                 errors.add_metric(values, stats.errors)
                 latency.add_metric(values, stats.histogram.cumulative(), stats.histogram.sum)
-                if arm.shadow:
+                if index < len(route.spec.arms) and route.spec.arms[index].shadow:
                     compared.add_metric(values, stats.compared)
                     differed.add_metric(values, stats.differed)
                     skipped.add_metric(values, stats.skipped)
                 else:
-                    weight.add_metric(values, arm.weight)
-            if route.baseline is not None:
-                values = [name, route.label(route.baseline_index)]
-                stats = route.arms[route.baseline_index]
-                requests.add_metric(values, stats.requests)
-                errors.add_metric(values, stats.errors)
-                latency.add_metric(values, stats.histogram.cumulative(), stats.histogram.sum)
-                weight.add_metric(values, route.baseline_weight)
+                    weight.add_metric(values, route.weight(index))
             if route.canary_status is not None:
                 share.add_metric([name], route.canary_share())
         for (name, decision), count in sorted(self.decision_counts.items()):
