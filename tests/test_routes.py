@@ -252,7 +252,9 @@ def test_a_failing_or_slow_canary_rolls_back_by_itself(server: ServerProcess, ve
         assert canary["error_rate"] == 1.0 and reference["error_rate"] == 0.0
     else:
         assert canary["errors"] == 0 and canary["p95_ms"] > 1.5 * reference["p95_ms"]
-    assert route["arms"][1]["stats"]["errors"] == (canary["errors"] if version == "3" else 0)
+    # The arm's own count is the window's, plus at most the one request in flight when the decision was taken
+    in_window = canary["errors"] if version == "3" else 0
+    assert in_window <= route["arms"][1]["stats"]["errors"] <= in_window + 1
     client = server.grpc()
     assert {_infer(client, name) for _ in range(50)} == {(1.0, "add:1")}  # nothing goes to the canary now
 
