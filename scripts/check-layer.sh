@@ -221,6 +221,9 @@ render_unit() {  # render_unit SRC DEST
         -e 's,@APPLIANCE_TLS_DIR@,/etc/appliance/tls,g' \
         -e 's,@TRITON_MODEL_REPOSITORY@,/var/lib/appliance/models,g' \
         -e 's,@MODEL_REPOSITORY@,/var/lib/appliance/models,g' \
+        -e 's,@KEYS_FILE@,/var/lib/appliance/keys.json,g' \
+        -e 's,@ADMIN_KEY_FILE@,/var/lib/appliance/admin.key,g' \
+        -e 's,@STATEDIR@,/var/lib/appliance,g' \
         -e 's,@CACHEDIR@,/var/cache/appliance,g' "$1" > "$2"
 }
 

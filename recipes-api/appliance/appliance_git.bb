@@ -11,6 +11,8 @@ SRC_URI = " \
     git://${INFERENCE_SRCDIR};protocol=file;nobranch=1 \
     file://appliance.service.in \
     file://appliance.toml.in \
+    file://appliance-admin-key.service.in \
+    file://tmpfiles-appliance.conf.in \
 "
 SRCREV = "${INFERENCE_BUILD_ID}"
 
@@ -19,23 +21,36 @@ BB_DONT_CACHE = "1"
 
 inherit python_hatchling systemd
 
-APPLIANCE_MODEL_REPOSITORY ??= "${localstatedir}/lib/appliance/models"
+# The service's state folder (appliance.service's StateDirectory=): keys, routes, audit log, models.
+APPLIANCE_STATEDIR = "${localstatedir}/lib/appliance"
+APPLIANCE_MODEL_REPOSITORY ??= "${APPLIANCE_STATEDIR}/models"
 APPLIANCE_CONFIG ?= "${sysconfdir}/appliance/appliance.toml"
+APPLIANCE_KEYS_FILE ?= "${APPLIANCE_STATEDIR}/keys.json"
+# The admin key made at first boot (appliance-admin-key.service), readable by root only.
+APPLIANCE_ADMIN_KEY_FILE ?= "${APPLIANCE_STATEDIR}/admin.key"
+
+APPLIANCE_TEMPLATES = "appliance.service appliance-admin-key.service appliance.toml tmpfiles-appliance.conf"
 
 do_compile:append() {
-    sed -e 's,@BINDIR@,${bindir},g' \
-        -e 's,@APPLIANCE_CONFIG@,${APPLIANCE_CONFIG},g' \
-        ${UNPACKDIR}/appliance.service.in > ${B}/appliance.service
-    sed -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
-        ${UNPACKDIR}/appliance.toml.in > ${B}/appliance.toml
+    for t in ${APPLIANCE_TEMPLATES}; do
+        sed -e 's,@BINDIR@,${bindir},g' \
+            -e 's,@APPLIANCE_CONFIG@,${APPLIANCE_CONFIG},g' \
+            -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
+            -e 's,@KEYS_FILE@,${APPLIANCE_KEYS_FILE},g' \
+            -e 's,@ADMIN_KEY_FILE@,${APPLIANCE_ADMIN_KEY_FILE},g' \
+            -e 's,@STATEDIR@,${APPLIANCE_STATEDIR},g' \
+            ${UNPACKDIR}/$t.in > ${B}/$t
+    done
 }
 
 do_install:append() {
     install -Dm 0644 ${B}/appliance.service ${D}${systemd_system_unitdir}/appliance.service
+    install -Dm 0644 ${B}/appliance-admin-key.service ${D}${systemd_system_unitdir}/appliance-admin-key.service
     install -Dm 0644 ${B}/appliance.toml ${D}${APPLIANCE_CONFIG}
+    install -Dm 0644 ${B}/tmpfiles-appliance.conf ${D}${nonarch_libdir}/tmpfiles.d/appliance.conf
 }
 
-SYSTEMD_SERVICE:${PN} = "appliance.service"
+SYSTEMD_SERVICE:${PN} = "appliance.service appliance-admin-key.service"
 
 CONFFILES:${PN} = "${APPLIANCE_CONFIG}"
 
@@ -46,10 +61,14 @@ RDEPENDS:${PN} = " \
     python3-numpy \
     python3-onnx \
     python3-onnxruntime \
+    python3-pillow \
     python3-prometheus-client \
     python3-protobuf \
     python3-pydantic \
     python3-pydantic-settings \
+    python3-pyjwt \
+    python3-python-multipart \
     python3-uvicorn \
+    python3-websockets \
     triton-client \
 "

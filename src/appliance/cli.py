@@ -160,6 +160,13 @@ def _keys_parser(sub: Any) -> None:
     create.add_argument("--expires", type=_duration, metavar="DURATION", help="lifetime: 90d, 12h, 2w; default never")
     create.add_argument("--rate", type=_positive(float), metavar="RPS", help="requests per second (rate_limit_rps)")
     create.add_argument("--burst", type=_positive(int), metavar="N", help="requests at once above the rate")
+    create.add_argument(
+        "--key-out",
+        type=Path,
+        metavar="FILE",
+        help="write the key to FILE (new, mode 0600, owned by the caller) instead of printing it; "
+        "the image's first boot uses it for the admin key",
+    )
     actions.add_parser("list", parents=[common], help="the keys: name, role, created, expires, revoked")
     revoke = actions.add_parser("revoke", parents=[common], help="revoke the key of a name")
     revoke.add_argument("name", metavar="NAME")
@@ -171,6 +178,7 @@ def _keys(args: argparse.Namespace) -> int:
     from .core.auth.audit import AuditLog
     from .core.auth.keys import create_key, read_keys, revoke_key
     from .core.auth.roles import Operation, Role
+    from .core.files import create_secret
 
     prog = f"appliance keys {args.keys_command}"
     try:
@@ -183,14 +191,28 @@ def _keys(args: argparse.Namespace) -> int:
     who = f"cli:{getpass.getuser()}"
     try:
         if args.keys_command == "create":
+            if args.key_out is not None and args.key_out.exists():
+                print(f"{prog}: --key-out {args.key_out}: the file exists; no key was created", file=sys.stderr)
+                return 1
             key, record = create_key(path, Role.parse(args.role), args.name, args.expires, args.rate, args.burst)
             if audit:
                 audit.record(who, "local", Operation.KEY_CREATE.value, record.name, "ok")
             expires = record.expires.isoformat() if record.expires else "never"
-            print(key)
+            if args.key_out is None:
+                print(key)
+                shown = "it is shown only this once"
+            else:
+                try:
+                    create_secret(args.key_out, key + "\n")
+                except OSError as exc:
+                    revoke_key(path, record.name)
+                    print(
+                        f"{prog}: --key-out {args.key_out}: {exc.strerror or exc}; the key was revoked", file=sys.stderr
+                    )
+                    return 1
+                shown = f"the key is in {args.key_out} (mode 0600)"
             print(
-                f"created key '{record.name}' (role {record.role.label}, expires {expires}) in {path}; "
-                "it is shown only this once",
+                f"created key '{record.name}' (role {record.role.label}, expires {expires}) in {path}; {shown}",
                 file=sys.stderr,
             )
         elif args.keys_command == "revoke":

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import owner_for
+
 log = logging.getLogger("appliance.audit")
 
 #: Entries kept in memory when there is no file, and the most ``recent`` returns.
@@ -64,8 +66,13 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         if size and size + len(data) > self.max_bytes:
             os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            size = 0
+        # Root (``appliance keys`` on the device) making the file gives it to the folder's owner (core/files.py).
+        owner = owner_for(self.path) if size == 0 else None
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
+            if owner is not None and os.fstat(fd).st_uid != owner[0]:
+                os.fchown(fd, *owner)
             os.write(fd, data)
         finally:
             os.close(fd)
