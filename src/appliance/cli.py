@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate-limit-burst", type=int, metavar="N", help=_doc("rate_limit_burst"))
     serve.add_argument("--audit-log-file", type=Path, metavar="FILE", help=_doc("audit_log_file"))
     serve.add_argument("--audit-log-max-bytes", type=int, metavar="BYTES", help=_doc("audit_log_max_bytes"))
+    serve.add_argument("--device-telemetry", type=_bool, metavar="BOOL", help=_doc("device_telemetry"))
+    serve.add_argument("--device-root", type=Path, metavar="DIR", help=_doc("device_root"))
     serve.add_argument("--triton-url", metavar="HOST:PORT", help=_doc("triton_url"))
     serve.add_argument("--triton-check-interval-s", type=float, metavar="SECONDS", help=_doc("triton_check_interval_s"))
     serve.add_argument("--build-id", metavar="ID", help=_doc("build_id"))

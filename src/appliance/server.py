@@ -19,6 +19,8 @@ import uvicorn
 
 from .backends import factory_for
 from .core.dataplane import DataPlane
+from .device.jetson import DeviceTelemetry
+from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
 from .rest.app import create_app
 from .settings import Settings
@@ -55,6 +57,10 @@ class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dataplane = DataPlane(settings, factory_for)
+        self.device: DeviceMetrics | None = None
+        if settings.device_telemetry:
+            self.device = DeviceMetrics(DeviceTelemetry(settings.device_root))
+            self.dataplane.metrics.registry.register(self.device)
         self.http_port = 0
         self.grpc_port = 0
         self._stop = asyncio.Event()
@@ -81,7 +87,7 @@ class Appliance:
             sock = _bind(s.http_address, s.http_port)
             self.http_port = sock.getsockname()[1]
             config = uvicorn.Config(
-                create_app(self.dataplane, s.max_request_bytes),
+                create_app(self.dataplane, s.max_request_bytes, self.device),
                 log_level=s.log_level if s.log_level != "debug" else "debug",
                 access_log=s.log_level == "debug",
                 lifespan="off",

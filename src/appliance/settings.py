@@ -260,6 +260,15 @@ class Settings(BaseSettings):
     audit_log_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     """Size past which the audit log file is rotated to ``<file>.1`` (the previous ``.1`` is dropped)."""
 
+    device_telemetry: bool = True
+    """Read the device (GPU load and clocks, temperatures and throttling, power rails, memory, power mode) from
+    sysfs and procfs into ``appliance_device_*`` metrics and ``GET /v2/device``. Elsewhere than on a Jetson it
+    reports "not a Jetson" and what the machine has (temperatures, memory)."""
+
+    device_root: Path = Path("/")
+    """Where the device's ``/sys``, ``/proc``, ``/etc`` and ``/var`` files are read from: ``/``, or a recorded
+    tree (tests, a device's files examined elsewhere)."""
+
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
     process (their config says so, or their backend needs it); empty: no Triton."""

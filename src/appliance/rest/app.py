@@ -20,7 +20,9 @@ from ..core.auth.guard import Guard
 from ..core.auth.roles import Operation
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, RateLimited, Status
+from ..device.metrics import DeviceMetrics
 from .auth import AuditEndpoint, guarded, guarded_endpoint
+from .device import DeviceEndpoint
 from .endpoints import Endpoints
 
 HTTP_STATUS = {
@@ -67,13 +69,19 @@ async def validation_error(_: Request, exc: RequestValidationError) -> JSONRespo
     return _error(400, problems)
 
 
-def routes(endpoints: Endpoints, guard: Guard | None = None, audit: AuditEndpoint | None = None) -> list[BaseRoute]:
+def routes(
+    endpoints: Endpoints,
+    guard: Guard | None = None,
+    audit: AuditEndpoint | None = None,
+    device: DeviceEndpoint | None = None,
+) -> list[BaseRoute]:
     """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``.
 
     Each route names its :class:`Operation`; with a ``guard`` (auth on) every route but health's checks the
     request's credentials for it first, with none (auth off) the handlers are called directly."""
     e = endpoints
     audit = audit or AuditEndpoint(guard)
+    device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
     op = Operation
@@ -125,6 +133,7 @@ def routes(endpoints: Endpoints, guard: Guard | None = None, audit: AuditEndpoin
         route("DELETE", "/v2/routes/{name}", e.route_delete, op.ROUTE_DELETE, tags=["routes"], summary="Delete"),
         post("/v2/routes/{name}/{action}", e.route_action, op.ROUTE_ACTION, "routes", "promote/rollback/pause/resume"),
         get("/v2/audit", audit.audit, op.AUDIT_READ, "audit", "The newest audit log entries (?limit=N)"),
+        get("/v2/device", device.device, op.DEVICE_READ, "device", "GPU, temperatures, power, memory, power mode"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(
@@ -152,11 +161,11 @@ def routes(endpoints: Endpoints, guard: Guard | None = None, audit: AuditEndpoin
     ]
 
 
-def create_app(dataplane: DataPlane, max_request_bytes: int) -> FastAPI:
+def create_app(dataplane: DataPlane, max_request_bytes: int, device: DeviceMetrics | None = None) -> FastAPI:
     return FastAPI(
         title="ML Inference Appliance",
         version=__version__,
         description="KServe v2 / Open Inference Protocol with Triton's extensions.",
-        routes=routes(Endpoints(dataplane, max_request_bytes), dataplane.guard),
+        routes=routes(Endpoints(dataplane, max_request_bytes), dataplane.guard, device=DeviceEndpoint(device)),
         exception_handlers={InferenceError: inference_error, RequestValidationError: validation_error},
     )

@@ -49,6 +49,7 @@ class Operation(enum.Enum):
     SHARED_MEMORY_REGISTER = "shared_memory_register"
     SHARED_MEMORY_UNREGISTER = "shared_memory_unregister"
     ROUTES_READ = "routes_read"
+    DEVICE_READ = "device_read"  # GET /v2/device: telemetry of the device
     ROUTE_DECLARE = "route_declare"
     ROUTE_DELETE = "route_delete"
     ROUTE_ACTION = "route_action"
@@ -78,6 +79,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.REPOSITORY_INDEX: Role.READ,
     Operation.SHARED_MEMORY_STATUS: Role.READ,
     Operation.ROUTES_READ: Role.READ,
+    Operation.DEVICE_READ: Role.READ,
     Operation.INFER: Role.INFER,
     Operation.SHARED_MEMORY_REGISTER: Role.INFER,
     Operation.SHARED_MEMORY_UNREGISTER: Role.INFER,
