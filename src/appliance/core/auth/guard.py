@@ -125,8 +125,8 @@ class Guard:
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "appliance_auth_requests",
-            "Requests checked for credentials, by key name ('' without valid credentials) and result: ok, "
-            "unauthenticated, denied (role), rate_limited.",
+            "Requests checked for credentials, by key name or JWT subject ('' without valid credentials) and "
+            "result: ok, unauthenticated, denied (role), rate_limited.",
             labels=["key", "result"],
         )
         for (key, result), count in sorted(self._counts.items()):
