@@ -95,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--routes-file", type=Path, metavar="FILE", help=_doc("routes_file"))
     serve.add_argument("--auth", type=_bool, metavar="BOOL", help=_doc("auth"))
     serve.add_argument("--keys-file", type=Path, metavar="FILE", help=_doc("keys_file"))
+    serve.add_argument(
+        "--jwt-public-key",
+        dest="jwt_public_keys",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help=_doc("jwt_public_keys") + "; repeatable",
+    )
+    serve.add_argument("--jwt-jwks-file", type=Path, metavar="FILE", help=_doc("jwt_jwks_file"))
+    serve.add_argument("--jwt-allow-hs256", type=_bool, metavar="BOOL", help=_doc("jwt_allow_hs256"))
+    serve.add_argument("--jwt-hs256-secret-file", type=Path, metavar="FILE", help=_doc("jwt_hs256_secret_file"))
+    serve.add_argument("--jwt-audience", metavar="AUD", help=_doc("jwt_audience"))
+    serve.add_argument("--jwt-issuer", metavar="ISS", help=_doc("jwt_issuer"))
+    serve.add_argument("--jwt-leeway-s", type=float, metavar="SECONDS", help=_doc("jwt_leeway_s"))
+    serve.add_argument("--jwt-role-claim", metavar="CLAIM", help=_doc("jwt_role_claim"))
     serve.add_argument("--metrics-access", choices=[m.value for m in MetricsAccess], help=_doc("metrics_access"))
     serve.add_argument("--rate-limit-rps", type=float, metavar="RPS", help=_doc("rate_limit_rps"))
     serve.add_argument("--rate-limit-burst", type=int, metavar="N", help=_doc("rate_limit_burst"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -239,6 +239,53 @@ class Settings(BaseSettings):
     JSON, mode 0600, written atomically. The server checks it for a change at most every half second, when a key is
     used, so a revoked key stops working within a second; a file it cannot parse is logged (file and line) and the
     last good keys stay in force."""
+
+    jwt_public_keys: list[Path] = []
+    """With ``auth`` on, PEM files of the public keys JWTs may be signed with (RSA of 2048 bits or more: RS256,
+    RS384, RS512; EC P-256/384/521: ES256/384/512), accepted as ``Authorization: Bearer <jwt>`` beside the API
+    keys; the algorithm comes from the key, never from the token. Each file is checked for a change at most every
+    half second; one that does not parse is logged and its last good key stays. Environment: a JSON list."""
+
+    jwt_jwks_file: Path | None = None
+    """With ``auth`` on, a JWKS file (``{"keys": [...]}``, RSA or EC public keys) JWTs may be signed with; a key
+    with a ``kid`` is used only for tokens naming it. Followed on disk like ``jwt_public_keys``."""
+
+    jwt_allow_hs256: bool = False
+    """Accept HS256 JWTs signed with the shared secret of ``jwt_hs256_secret_file``. Off by default: anyone who
+    can read the secret can mint tokens of any role."""
+
+    jwt_hs256_secret_file: Path | None = None
+    """The HS256 secret (at least 32 bytes; a trailing newline is dropped); only with ``jwt_allow_hs256``."""
+
+    jwt_audience: str | None = None
+    """The ``aud`` a JWT must name; unset: a JWT must have no ``aud``."""
+
+    jwt_issuer: str | None = None
+    """The ``iss`` a JWT must have; unset: any issuer (the signing key decides)."""
+
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    """Clock skew allowed when checking a JWT's ``exp`` and ``nbf`` (seconds, at most 300). ``exp`` is required."""
+
+    jwt_role_claim: str = Field(default="role", min_length=1)
+    """The JWT claim naming the role: ``read``, ``infer`` or ``admin``, or a list of them (the highest counts).
+    A validly signed token without a known role is refused every operation (403 / PERMISSION_DENIED)."""
+
+    @field_validator("jwt_public_keys", "jwt_jwks_file")
+    @classmethod
+    def _check_key_files(cls, value: list[Path] | Path | None) -> list[Path] | Path | None:
+        for path in value if isinstance(value, list) else [value] if value is not None else []:
+            if not path.is_file():
+                raise ValueError(f"JWT key file {path}: not found")
+        return value
+
+    @field_validator("jwt_hs256_secret_file")
+    @classmethod
+    def _check_secret_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and not info.data.get("jwt_allow_hs256"):
+            raise ValueError("an HS256 secret file needs jwt_allow_hs256 true (HS256 is off by default)")
+        if value is not None and not value.is_file():
+            raise ValueError(f"JWT secret file {value}: not found")
+        return value
 
     metrics_access: MetricsAccess = MetricsAccess.LOOPBACK
     """With ``auth`` on, who may read ``/metrics`` without a key: ``open`` (anyone), ``loopback`` (clients on

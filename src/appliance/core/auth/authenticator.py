@@ -1,9 +1,9 @@
-"""Credentials to principals. A verifier per kind of credential; API keys are the one kind so far.
+"""Credentials to principals. A verifier per kind of credential: API keys here, JWTs in ``jwt_tokens.py``.
 
 A verifier's ``verify(token, now)`` answers None for a token that is not of its kind (the next verifier tries),
 raises :class:`~appliance.core.errors.Unauthenticated` for one of its kind that is not valid, else returns the
-:class:`~.roles.Principal`. A JWT verifier is a second implementation, tried after the API keys (a JWT has no
-``apk_`` prefix).
+:class:`~.roles.Principal`. The JWT verifier (``jwt_tokens.JwtVerifier``) is the second implementation, tried
+after the API keys (a JWT has no ``apk_`` prefix), when a JWT key source is configured.
 """
 
 from __future__ import annotations

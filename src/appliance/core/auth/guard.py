@@ -18,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from ...settings import MetricsAccess, Settings
 from ..errors import InferenceError, PermissionDenied, RateLimited, Unauthenticated
 from .audit import AuditLog
-from .authenticator import ApiKeys, Authenticator
+from .authenticator import ApiKeys, Authenticator, CredentialVerifier
+from .jwt_tokens import JwtVerifier
 from .ratelimit import TokenBucket, default_burst, retry_after
 from .roles import ANONYMOUS, Operation, Peer, Principal, authorize
 
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 class Guard:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
         self.keys = ApiKeys(settings.keys_file, clock)
-        self.authenticator = Authenticator([self.keys])
+        # A JWT verifier only when a key source is set; without one a JWT is just an invalid credential.
+        self.jwt = JwtVerifier.from_settings(settings, clock)
+        verifiers: list[CredentialVerifier] = [self.keys] if self.jwt is None else [self.keys, self.jwt]
+        self.authenticator = Authenticator(verifiers)
         self.audit = AuditLog(settings.audit_log_file, settings.audit_log_max_bytes)
         self._metrics_access = settings.metrics_access
         self._rate = settings.rate_limit_rps
@@ -121,8 +125,8 @@ class Guard:
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "appliance_auth_requests",
-            "Requests checked for credentials, by key name ('' without valid credentials) and result: ok, "
-            "unauthenticated, denied (role), rate_limited.",
+            "Requests checked for credentials, by key name or JWT subject ('' without valid credentials) and "
+            "result: ok, unauthenticated, denied (role), rate_limited.",
             labels=["key", "result"],
         )
         for (key, result), count in sorted(self._counts.items()):

@@ -98,18 +98,20 @@ class CredentialKind(enum.Enum):
     """What proved a principal's identity."""
 
     API_KEY = "api_key"
+    JWT = "jwt"
     ANONYMOUS = "anonymous"  # an open operation, or /metrics let in by metrics_access
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who a request comes from: the key's name (the audit log's and the metrics' ``key``) and role.
+    """Who a request comes from: the key's name or the JWT's subject (the audit log's and the metrics' ``key``)
+    and role; None for a valid JWT that names no known role, which every guarded operation refuses (403).
 
     ``bucket`` identifies the rate limit it draws from (the key id), empty for none; ``rate`` and ``burst`` are the
     credential's own limit, None for the server's default."""
 
     name: str
-    role: Role
+    role: Role | None
     kind: CredentialKind
     bucket: str = ""
     rate: float | None = None
@@ -130,5 +132,5 @@ class Peer:
 def authorize(principal: Principal, operation: Operation) -> None:
     """PermissionDenied unless the principal's role allows the operation."""
     required = operation.required
-    if required is not None and principal.role < required:
+    if required is not None and (principal.role is None or principal.role < required):
         raise PermissionDenied(f"permission denied: '{operation.value}' needs role {required.label}")
