@@ -101,13 +101,27 @@ class DeviceSample:
 
 
 @dataclass(frozen=True, slots=True)
+class _Zone:
+    name: str
+    temp: Path
+    passive_trips: tuple[Path, ...]  # the trip_point_N_temp of each passive trip point
+
+
+@dataclass(frozen=True, slots=True)
+class _Channel:
+    label: str
+    millivolts: Path
+    milliamperes: Path
+
+
+@dataclass(frozen=True, slots=True)
 class _Nodes:
-    """What discovery found: the paths read on every sample."""
+    """What discovery found: the paths read on every sample (names and labels are read once, here)."""
 
     gpu_devfreq: Path | None
     gpu_load: Path | None
-    thermal_zones: tuple[Path, ...]
-    ina3221: tuple[Path, ...]
+    thermal_zones: tuple[_Zone, ...]
+    ina3221: tuple[_Channel, ...]
 
     @property
     def complete(self) -> bool:
@@ -143,13 +157,26 @@ class DeviceTelemetry:
             if candidate.is_file():
                 load = candidate
                 break
-        zones = tuple(sorted(f.path("sys/devices/virtual/thermal").glob("thermal_zone*"), key=_zone_number))
-        monitors = tuple(
-            hwmon
-            for hwmon in sorted(f.path("sys/class/hwmon").glob("hwmon*"))
-            if f.text(hwmon / "name", missing_ok=True) == "ina3221"
-        )
-        return _Nodes(devfreq, load, zones, monitors)
+        zones = []
+        for zone in sorted(f.path("sys/devices/virtual/thermal").glob("thermal_zone*"), key=_zone_number):
+            name = f.text(zone / "type", missing_ok=True)
+            if name:
+                trips = tuple(
+                    trip.with_name(trip.name.replace("_type", "_temp"))
+                    for trip in sorted(zone.glob("trip_point_*_type"))
+                    if f.text(trip, missing_ok=True) == "passive"
+                )
+                zones.append(_Zone(name, zone / "temp", trips))
+        channels = []
+        for hwmon in sorted(f.path("sys/class/hwmon").glob("hwmon*")):
+            if f.text(hwmon / "name", missing_ok=True) != "ina3221":
+                continue
+            for label_path in sorted(hwmon.glob("in*_label"), key=lambda p: _channel(p.name)):
+                label = f.text(label_path, missing_ok=True)
+                if label and label.upper() != "NC" and "sum" not in label.lower():  # not connected; the sum channel
+                    n = _channel(label_path.name)
+                    channels.append(_Channel(label, hwmon / f"in{n}_input", hwmon / f"curr{n}_input"))
+        return _Nodes(devfreq, load, tuple(zones), tuple(channels))
 
     def _rediscover_if_due(self) -> None:
         if self._nodes.complete:
@@ -210,34 +237,20 @@ class DeviceTelemetry:
         f = self.files
         zones = []
         for zone in nodes.thermal_zones:
-            name = f.text(zone / "type", missing_ok=True)
-            milli = f.number(zone / "temp")
-            # -256000 and similar: a sensor the firmware reports as absent
-            if not name or milli is None or milli <= -100_000:
+            milli = f.number(zone.temp)
+            if milli is None or milli <= -100_000:  # -256000 and the like: the firmware's "no reading"
                 continue
-            passive = [
-                t
-                for trip in zone.glob("trip_point_*_type")
-                if f.text(trip, missing_ok=True) == "passive"
-                and (t := f.number(trip.with_name(trip.name.replace("_type", "_temp")))) is not None
-            ]
-            zones.append(ThermalZone(name, milli / 1000.0, milli >= min(passive) if passive else None))
+            passive = [t for trip in zone.passive_trips if (t := f.number(trip)) is not None]
+            zones.append(ThermalZone(zone.name, milli / 1000.0, milli >= min(passive) if passive else None))
         return tuple(zones)
 
     def _rails(self, nodes: _Nodes) -> tuple[Rail, ...]:
-        f = self.files
         rails = []
-        for hwmon in nodes.ina3221:
-            for label_path in sorted(hwmon.glob("in*_label"), key=lambda p: _channel(p.name)):
-                label = f.text(label_path, missing_ok=True)
-                if not label or label.upper() == "NC" or "sum" in label.lower():
-                    continue
-                n = _channel(label_path.name)
-                millivolts = f.number(hwmon / f"in{n}_input")
-                milliamperes = f.number(hwmon / f"curr{n}_input")
-                if millivolts is None or milliamperes is None:
-                    continue
-                rails.append(Rail(label, millivolts / 1000.0, milliamperes / 1000.0))
+        for channel in nodes.ina3221:
+            millivolts = self.files.number(channel.millivolts)
+            milliamperes = self.files.number(channel.milliamperes)
+            if millivolts is not None and milliamperes is not None:
+                rails.append(Rail(channel.label, millivolts / 1000.0, milliamperes / 1000.0))
         return tuple(rails)
 
     def _memory(self) -> Memory | None:
