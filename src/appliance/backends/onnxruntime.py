@@ -178,14 +178,9 @@ class OnnxRuntimeBackend(BatchBackend):
         spinning = "1" if options.ort_allow_spinning else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         so.add_session_config_entry("session.inter_op.allow_spinning", spinning)
-        self._sessions = []
-        try:
-            for _ in range(instance_count(config)):
-                self._sessions.append(
-                    ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-                )
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise LoadError(f"{path}: ONNX Runtime cannot load it: {exc}") from None
+        self._path, self._options = path, so
+        self._sessions: list[Any] = []
+        self.resize(instance_count(config))
         self._string_inputs = {i.name for i in self._sessions[0].get_inputs() if i.type == "tensor(string)"}
         self._string_outputs = {o.name for o in self._sessions[0].get_outputs() if o.type == "tensor(string)"}
 
@@ -206,6 +201,22 @@ class OnnxRuntimeBackend(BatchBackend):
         for name in self._string_outputs & out.keys():
             out[name] = np.vectorize(_to_bytes, otypes=[object])(out[name])
         return out
+
+    resizable = True
+
+    def resize(self, count: int) -> None:
+        import onnxruntime as ort
+
+        if count < len(self._sessions):
+            del self._sessions[count:]
+        while len(self._sessions) < count:
+            try:
+                session = ort.InferenceSession(
+                    str(self._path), sess_options=self._options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+                raise LoadError(f"{self._path}: ONNX Runtime cannot load it: {exc}") from None
+            self._sessions.append(session)
 
     def close(self) -> None:
         self._sessions.clear()

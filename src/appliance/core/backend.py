@@ -54,6 +54,14 @@ class BatchBackend(abc.ABC):
     def close(self) -> None:
         """Release the instances; called once, after the last batch (from a worker thread)."""
 
+    #: Whether :meth:`resize` changes the instances in place; if not, a new count means a reload (hot-swap).
+    resizable: bool = False
+
+    def resize(self, count: int) -> None:
+        """Have ``count`` instances (blocking, from a worker thread): make the new ones, numbered after the
+        existing, or release the last ones, which the batcher no longer uses. Raises LoadError when it cannot."""
+        raise NotImplementedError
+
 
 class SelfSchedulingBackend(abc.ABC):
     """Queues, batches and runs requests by itself; the core sends each request straight to it."""

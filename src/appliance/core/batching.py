@@ -140,6 +140,9 @@ class DynamicBatcher:
         self._compute_floor: dict[int, float] = {}
         self._work: list[queue.SimpleQueue[list[Payload] | None]] = []
         self._threads: list[threading.Thread] = []
+        self._retiring: set[int] = set()  # instances past the count of a shrink, finishing their batch
+        self._retired = asyncio.Event()
+        self._resizing = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._accepting = False
         self._schedule_soon = False
@@ -152,15 +155,57 @@ class DynamicBatcher:
         """Start the instance threads; call from the event loop."""
         self._loop = asyncio.get_running_loop()
         for instance in range(self._instances):
-            work: queue.SimpleQueue[list[Payload] | None] = queue.SimpleQueue()
-            thread = threading.Thread(
-                target=self._worker, args=(instance, work), name=f"{self._name}#{instance}", daemon=True
-            )
-            self._work.append(work)
-            self._threads.append(thread)
-            thread.start()
-            self._free.append(instance)
+            self._start_instance(instance)
         self._accepting = True
+
+    def _start_instance(self, instance: int) -> None:
+        work: queue.SimpleQueue[list[Payload] | None] = queue.SimpleQueue()
+        name = f"{self._name}#{instance}"
+        thread = threading.Thread(target=self._worker, args=(instance, work), name=name, daemon=True)
+        self._work.append(work)
+        self._threads.append(thread)
+        thread.start()
+        self._free.append(instance)
+
+    @property
+    def instance_count(self) -> int:
+        return self._instances
+
+    async def resize(self, count: int, resize_backend: Callable[[int], None]) -> None:
+        """Serve on ``count`` instances from now on, in place: no request waits for it or fails because of it.
+
+        Growing: ``resize_backend(count)`` makes the new instances (in a thread: it may take seconds), then they
+        take batches. Shrinking: the last instances take no new batch, those running one finish it, their threads
+        end, then ``resize_backend(count)`` releases them."""
+        if count < 1:
+            raise ValueError(f"instance count must be at least 1, got {count}")
+        async with self._resizing:
+            old = self._instances
+            if count > old:
+                await asyncio.to_thread(resize_backend, count)
+                for instance in range(old, count):
+                    self._start_instance(instance)
+                self._instances = count
+                self._schedule()
+            elif count < old:
+                busy = set(range(count, old)) - set(self._free)
+                self._instances = count
+                self._free = [i for i in self._free if i < count]
+                self._retiring = busy
+                while self._retiring:
+                    self._retired.clear()
+                    await self._retired.wait()
+                for work in self._work[count:]:
+                    work.put(None)
+                threads = self._threads[count:]
+                del self._work[count:], self._threads[count:]
+
+                def join() -> None:
+                    for thread in threads:
+                        thread.join()
+
+                await asyncio.to_thread(join)
+                await asyncio.to_thread(resize_backend, count)
 
     async def drain(self) -> None:
         """Stop taking requests, then wait until every queued and running request has finished."""
@@ -441,7 +486,12 @@ class DynamicBatcher:
         result: tuple[list[dict[str, NDArray[Any]]], Execution] | Exception,
         reschedule: bool = True,
     ) -> None:
-        self._free.append(instance)
+        if instance < self._instances:
+            self._free.append(instance)
+        elif instance in self._retiring:  # its last batch before a shrink ends it
+            self._retiring.discard(instance)
+            if not self._retiring:
+                self._retired.set()
         self._inflight -= 1
         if isinstance(result, Exception):
             error = InternalError(f"model '{self._name}': execution failed: {result}")

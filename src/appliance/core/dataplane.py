@@ -226,6 +226,16 @@ class DataPlane:
         except LoadError as exc:
             raise InvalidArgument(str(exc)) from None
 
+    async def set_instances(self, name: str, count: int) -> bool:
+        """Change a model's execution instances (the autoscaler's lever), in any model control mode: in place
+        where the backend can (True), else by a hot-swap reload (False). A load error is a 400 naming it."""
+        if name in self.routes:
+            raise InvalidArgument(f"'{name}' is a route: set the instances of its arms' models")
+        try:
+            return await self.repository.set_instances(name, count)
+        except LoadError as exc:
+            raise InvalidArgument(str(exc)) from None
+
     async def unload_model(self, name: str) -> None:
         self._check_explicit("unload")
         await self.repository.unload(name)

@@ -317,10 +317,20 @@ class BatchedModelVersion(ModelVersion):
             name=f"{name}/{version}",
         )
         self.stats.pending = lambda: self.batcher.pending
+        self.stats.instances = lambda: self.batcher.instance_count
 
     def start(self) -> None:
         self.batcher.start()
         self.stats.ready = True
+
+    @property
+    def resizable(self) -> bool:
+        """Whether :meth:`resize` works in place (else a new instance count takes a reload)."""
+        return self.backend.resizable
+
+    async def resize(self, count: int) -> None:
+        """Serve on ``count`` instances from now on, without failing or holding up a request."""
+        await self.batcher.resize(count, self.backend.resize)
 
     async def stop(self) -> None:
         self.stats.ready = False

@@ -32,6 +32,9 @@ from .model import BatchedModelVersion, DirectModelVersion, ModelVersion, State,
 from .model_config import ConfigError, available_versions, read_config, select_versions
 from .stats import Metrics
 
+#: The most execution instances a model version may have (an Orin has 6 to 12 cores and one GPU).
+MAX_INSTANCES = 64
+
 log = logging.getLogger(__name__)
 
 
@@ -288,6 +291,39 @@ class ModelRepository:
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, "unloaded"
             entry.state, entry.reason, entry.retry = State.UNAVAILABLE, "unloaded", False
+
+    async def set_instances(self, name: str, count: int) -> bool:
+        """Serve ``name`` on ``count`` execution instances per version, without failing a request. In place
+        where every serving version's backend can (ONNX Runtime: sessions come and go; returns True), else by a
+        reload with the count in the config (hot-swap: the new versions load and warm up, then take over;
+        returns False). The model's config then says ``count`` (one instance group, of the first group's kind)."""
+        if not 1 <= count <= MAX_INSTANCES:
+            raise InvalidArgument(f"'count' must be between 1 and {MAX_INSTANCES}, got {count}")
+        entry = self.models.get(name)
+        if entry is None:
+            raise unknown_model(name)
+        async with self._lock(name):
+            served = [s.served for s in entry.versions.values() if s.served is not None]
+            if not served or entry.config is None:
+                raise no_available_versions(name, "not loaded")
+            config = mc.ModelConfig()
+            config.CopyFrom(entry.config)
+            kind = config.instance_group[0].kind if config.instance_group else mc.ModelInstanceGroup.KIND_AUTO
+            del config.instance_group[:]
+            config.instance_group.add(count=count, kind=kind)
+            in_place = all(isinstance(v, BatchedModelVersion) and v.resizable for v in served)
+            if in_place:
+                for version in served:
+                    assert isinstance(version, BatchedModelVersion)
+                    await version.resize(count)
+                    del version.config.instance_group[:]  # what GET config answers
+                    version.config.instance_group.extend(config.instance_group)
+                entry.config = config
+                log.info("model '%s': %d instances (in place)", name, count)
+                return True
+        await self.load(name, json_format.MessageToJson(config))
+        log.info("model '%s': %d instances (reloaded)", name, count)
+        return False
 
     async def unload_all(self) -> None:
         for name in list(self.models):

@@ -69,6 +69,9 @@ class Metrics:
         batch = HistogramMetricFamily("appliance_batch_size", "Samples per executed batch.", labels=_LABELS)
         pending = GaugeMetricFamily("appliance_pending_requests", "Requests waiting in the queue.", labels=_LABELS)
         ready = GaugeMetricFamily("appliance_model_ready", "1 when the model version is ready.", labels=_LABELS)
+        instances = GaugeMetricFamily(
+            "appliance_model_instances", "Execution instances of the model version (batched backends).", labels=_LABELS
+        )
         hits = CounterMetricFamily("appliance_cache_hits", "Requests answered from the response cache.", labels=_LABELS)
         misses = CounterMetricFamily(
             "appliance_cache_misses", "Requests looked up in the response cache and not found.", labels=_LABELS
@@ -89,9 +92,11 @@ class Metrics:
                 family.add_metric(labels, histogram.cumulative(), histogram.sum)
             pending.add_metric(labels, v.pending())
             ready.add_metric(labels, 1 if v.ready else 0)
+            if v.instances is not None:
+                instances.add_metric(labels, v.instances())
             hits.add_metric(labels, v.cache_hit.count)
             misses.add_metric(labels, v.cache_miss.count)
-        yield from (success, failure, inference, execution, queue, compute, request, batch, pending, ready)
+        yield from (success, failure, inference, execution, queue, compute, request, batch, pending, ready, instances)
         yield from (hits, misses)
         if self.cache is not None:
             cache = self.cache.statistics()
@@ -179,6 +184,7 @@ class VersionStats:
         self.batch_histogram = Histogram(_BATCH_BUCKETS)
         self.ready = False
         self.pending: Callable[[], int] = lambda: 0  # requests waiting in the queue, read at scrape time
+        self.instances: Callable[[], int] | None = None  # execution instances now (batched backends)
         metrics.add(self)
 
     def request_succeeded(self, total_s: float, queue_s: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import zlib
 from typing import Any
 
@@ -260,6 +261,15 @@ class Endpoints:
             raise InvalidArgument("parameter 'config' must be a JSON string")
         await self._dp.load_model(model, config)
         return Response(status_code=200)
+
+    async def model_instances(self, model: str, request: Request) -> Response:
+        """``{"count": N}``: serve the model on N execution instances (in place where the backend can)."""
+        doc = await self._json_body(request)
+        count = doc.get("count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise InvalidArgument(f"'count' must be a whole number of instances, got {json.dumps(count)[:40]}")
+        in_place = await self._dp.set_instances(model, count)
+        return JSONResponse({"model": model, "instances": count, "in_place": in_place})
 
     async def repository_unload(self, model: str, request: Request) -> Response:
         await self._json_body(request)

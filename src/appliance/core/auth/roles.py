@@ -44,6 +44,7 @@ class Operation(enum.Enum):
     REPOSITORY_INDEX = "repository_index"
     REPOSITORY_LOAD = "repository_load"
     REPOSITORY_UNLOAD = "repository_unload"
+    MODEL_INSTANCES = "model_instances"  # the autoscaler's lever
     INFER = "infer"
     SHARED_MEMORY_STATUS = "shared_memory_status"
     SHARED_MEMORY_REGISTER = "shared_memory_register"
@@ -85,6 +86,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.SHARED_MEMORY_UNREGISTER: Role.INFER,
     Operation.REPOSITORY_LOAD: Role.ADMIN,
     Operation.REPOSITORY_UNLOAD: Role.ADMIN,
+    Operation.MODEL_INSTANCES: Role.ADMIN,
     Operation.ROUTE_DECLARE: Role.ADMIN,
     Operation.ROUTE_DELETE: Role.ADMIN,
     Operation.ROUTE_ACTION: Role.ADMIN,
