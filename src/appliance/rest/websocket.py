@@ -64,13 +64,13 @@ class InferSocket:
     def __init__(
         self, dataplane: DataPlane, max_request_bytes: int, max_in_flight: int, http_status: dict[Status, int]
     ) -> None:
-        self._dp = dataplane
-        self._max_request_bytes = max_request_bytes
-        self._max_in_flight = max_in_flight
-        self._http_status = http_status
+        self.dataplane = dataplane
+        self.max_request_bytes = max_request_bytes
+        self.max_in_flight = max_in_flight
+        self.http_status = http_status
 
     async def serve(self, websocket: WebSocket) -> None:
-        admitted, principal = await self._admit(websocket, self._dp.guard)
+        admitted, principal = await self._admit(websocket, self.dataplane.guard)
         if not admitted:
             return
         await websocket.accept()
@@ -87,7 +87,7 @@ class InferSocket:
             if "websocket.http.response" not in websocket.scope.get("extensions", {}):
                 await websocket.close(1008, exc.message[:120])
                 return False, None
-            response = JSONResponse({"error": exc.message}, status_code=self._http_status[exc.status])
+            response = JSONResponse({"error": exc.message}, status_code=self.http_status[exc.status])
             if exc.status is Status.UNAUTHENTICATED:
                 response.headers["WWW-Authenticate"] = "Bearer"
             elif isinstance(exc, RateLimited):
@@ -105,7 +105,7 @@ class _Session:
         self._principal = principal
         self._model = str(websocket.path_params["model"])
         self._version = str(websocket.path_params.get("version", ""))
-        self._slots = asyncio.Semaphore(endpoint._max_in_flight)
+        self._slots = asyncio.Semaphore(endpoint.max_in_flight)
         self._outbox: asyncio.Queue[str] = asyncio.Queue()  # at most max_in_flight: each holds a slot
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -133,15 +133,15 @@ class _Session:
             message = await self._ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            text = message.get("text")
-            if text is None:
-                self._answer_now(None, InvalidArgument(BINARY_FRAME))
-                continue
-            guard = endpoint._dp.guard
+            guard = endpoint.dataplane.guard
             limited = None
             if guard is not None and self._principal is not None and not first:
                 limited = guard.charge(self._principal)
             first = False
+            text = message.get("text")
+            if text is None:
+                self._answer_now(None, limited or InvalidArgument(BINARY_FRAME))
+                continue
             task = asyncio.ensure_future(self._infer(text, limited))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -157,14 +157,14 @@ class _Session:
             self._slots.release()
 
     def _answer_now(self, request_id: str | None, exc: InferenceError) -> None:
-        self._outbox.put_nowait(error_message(request_id, exc, self._endpoint._http_status))
+        self._outbox.put_nowait(error_message(request_id, exc, self._endpoint.http_status))
 
     async def _infer(self, text: str, limited: RateLimited | None) -> None:
         request_id: str | None = None
         try:
             body = text.encode()
-            if len(body) > self._endpoint._max_request_bytes:
-                limit = self._endpoint._max_request_bytes
+            if len(body) > self._endpoint.max_request_bytes:
+                limit = self._endpoint.max_request_bytes
                 raise TooLarge(f"request body of {len(body)} bytes exceeds the limit of {limit} bytes")
             doc = json_object(body)
             raw_id = doc.get("id")
@@ -180,7 +180,7 @@ class _Session:
                 request.local_client = local_client(self._ws)
             request.headers = self._ws.headers
             request.transport = TRANSPORT
-            response = await self._endpoint._dp.infer(request)
+            response = await self._endpoint.dataplane.infer(request)
             payload, _ = encode_infer_response(response, request, False)
             self._outbox.put_nowait(payload.decode())
         except InferenceError as exc:
