@@ -87,7 +87,8 @@ class Appliance:
             sock = _bind(s.http_address, s.http_port)
             self.http_port = sock.getsockname()[1]
             config = uvicorn.Config(
-                create_app(self.dataplane, s.max_request_bytes, self.device),
+                create_app(self.dataplane, s.max_request_bytes, s.websocket_max_in_flight, self.device),
+                ws_max_size=s.max_request_bytes,  # a larger WebSocket message closes the socket (1009)
                 log_level=s.log_level if s.log_level != "debug" else "debug",
                 access_log=s.log_level == "debug",
                 lifespan="off",

@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest accepted request body (REST) or message (gRPC); larger ones get 413 / RESOURCE_EXHAUSTED."""
 
+    websocket_max_in_flight: int = Field(default=16, ge=1)
+    """Inference requests one WebSocket (``/v2/models/{model}/infer/ws``) may have running or answered but not yet
+    sent; at the bound the server stops reading that socket until a result has gone out, so a client that sends
+    faster than it reads is held back by TCP, not queued in the server's memory."""
+
     intra_op_thread_count: int = Field(default=1, ge=0)
     """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's
     ``parameters { key: "intra_op_thread_count" }`` overrides it."""

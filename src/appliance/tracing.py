@@ -40,7 +40,12 @@ log = logging.getLogger(__name__)
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 REST_SPAN = "POST /v2/models/{model}/infer"
 #: InferRequest.transport -> the request span's name (the gRPC method; REST's route template)
-SPAN_NAMES = {"http": REST_SPAN, "grpc": "ModelInfer", "grpc-stream": "ModelStreamInfer"}
+SPAN_NAMES = {
+    "http": REST_SPAN,
+    "websocket": "/v2/models/{model}/infer/ws",
+    "grpc": "ModelInfer",
+    "grpc-stream": "ModelStreamInfer",
+}
 
 
 def installed() -> bool:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .. import __version__
 from ..core.auth.guard import Guard
@@ -24,6 +24,7 @@ from ..device.metrics import DeviceMetrics
 from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
+from .websocket import InferSocket
 
 HTTP_STATUS = {
     Status.INVALID_ARGUMENT: 400,
@@ -74,11 +75,13 @@ def routes(
     guard: Guard | None = None,
     audit: AuditEndpoint | None = None,
     device: DeviceEndpoint | None = None,
+    infer_socket: InferSocket | None = None,
 ) -> list[BaseRoute]:
     """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``.
 
     Each route names its :class:`Operation`; with a ``guard`` (auth on) every route but health's checks the
-    request's credentials for it first, with none (auth off) the handlers are called directly."""
+    request's credentials for it first, with none (auth off) the handlers are called directly. The WebSocket
+    routes (``infer_socket``) check the handshake themselves (:class:`~appliance.rest.websocket.InferSocket`)."""
     e = endpoints
     audit = audit or AuditEndpoint(guard)
     device = device or DeviceEndpoint(None)
@@ -101,7 +104,16 @@ def routes(
 
     infer = guarded(guard, op.INFER, e.infer_route) if guard is not None else e.infer_route
     shm = "shared memory"
+    sockets = (
+        [
+            WebSocketRoute(f"{version}/infer/ws", infer_socket.serve),
+            WebSocketRoute("/v2/models/{model}/infer/ws", infer_socket.serve),
+        ]
+        if infer_socket is not None
+        else []
+    )
     return [
+        *sockets,
         # Inference first, as plain Starlette routes: matched at the first or second try and called without
         # FastAPI's dependency solving, which cost about 100 us a request (half the REST path, in process). The
         # APIRoutes of the same paths below are never reached; they document the paths in /openapi.json.
@@ -162,11 +174,22 @@ def routes(
     ]
 
 
-def create_app(dataplane: DataPlane, max_request_bytes: int, device: DeviceMetrics | None = None) -> FastAPI:
+def create_app(
+    dataplane: DataPlane,
+    max_request_bytes: int,
+    websocket_max_in_flight: int = 16,
+    device: DeviceMetrics | None = None,
+) -> FastAPI:
+    infer_socket = InferSocket(dataplane, max_request_bytes, websocket_max_in_flight, HTTP_STATUS)
     return FastAPI(
         title="ML Inference Appliance",
         version=__version__,
         description="KServe v2 / Open Inference Protocol with Triton's extensions.",
-        routes=routes(Endpoints(dataplane, max_request_bytes), dataplane.guard, device=DeviceEndpoint(device)),
+        routes=routes(
+            Endpoints(dataplane, max_request_bytes),
+            dataplane.guard,
+            device=DeviceEndpoint(device),
+            infer_socket=infer_socket,
+        ),
         exception_handlers={InferenceError: inference_error, RequestValidationError: validation_error},
     )

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from ..core.auth.guard import Guard
@@ -22,7 +23,7 @@ from ..core.shared_memory import is_local_client
 DEFAULT_AUDIT_LIMIT = 100
 
 
-def peer(request: Request) -> Peer:
+def peer(request: HTTPConnection) -> Peer:
     client = request.client
     if client is None:
         return Peer("", is_local_client(None))

@@ -119,7 +119,13 @@ def decode_infer_request(body: bytes, header_length: int | None, model: str, ver
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         header, binary = body, memoryview(b"")
-    doc = json_object(header)
+    return decode_infer_document(json_object(header), binary, model, version)
+
+
+def decode_infer_document(
+    doc: dict[str, Any], binary: memoryview, model: str, version: str
+) -> tuple[InferRequest, bool]:
+    """:func:`decode_infer_request` of a body already parsed: its JSON object and the binary data after it."""
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
         raise InvalidArgument("'id' must be a string")

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InvalidArgument, NotFound, TooLarge
@@ -76,7 +77,7 @@ def compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     return body, None
 
 
-def local_client(request: Request) -> bool:
+def local_client(request: HTTPConnection) -> bool:
     return is_local_client(request.client.host if request.client else None)
 
 
