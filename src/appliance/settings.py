@@ -197,6 +197,11 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest accepted request body (REST) or message (gRPC); larger ones get 413 / RESOURCE_EXHAUSTED."""
 
+    image_max_pixels: int = Field(default=40_000_000, gt=0)
+    """Largest image (width x height) that image inference (``/infer/image``) decodes; checked from the file's
+    header before any pixel is decoded, so a small file declaring huge dimensions (a decompression bomb) gets 400
+    without a large allocation. The default takes an 8K frame (33 Mpixels)."""
+
     intra_op_thread_count: int = Field(default=1, ge=0)
     """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's
     ``parameters { key: "intra_op_thread_count" }`` overrides it."""
