@@ -51,7 +51,7 @@ def classify(spec: ImageSpec, scores: NDArray[Any]) -> list[Label]:
         values = shifted / shifted.sum()
     k = min(spec.top_k, values.size)
     top = np.argpartition(-values, k - 1)[:k]
-    top = top[np.argsort(-values[top], kind="stable")]
+    top = top[np.lexsort((top, -values[top]))]  # best first; equal scores by index
     top = top[values[top] >= spec.score_threshold]
     return [Label(_label(spec.labels, int(i)), int(i), float(values[i])) for i in top]
 

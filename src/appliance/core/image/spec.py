@@ -203,8 +203,11 @@ def image_spec(
             f"model '{model}': input '{tensor.name}' has {channels} channels in layout {layout} (dims "
             f"{list(tensor.dims)}); images have 3 (is 'image_layout' right?)"
         )
-    height = p.whole("image_height", height, 1, 16384) if height == -1 or "image_height" in p.values else height
-    width = p.whole("image_width", width, 1, 16384) if width == -1 or "image_width" in p.values else width
+    for key, size in (("image_height", height), ("image_width", width)):
+        if size == -1 and key not in p.values:
+            raise _fail(model, key, f"is needed: input '{tensor.name}' has dims {list(tensor.dims)}, dynamic")
+    height = p.whole("image_height", height, 1, 16384)
+    width = p.whole("image_width", width, 1, 16384)
     if height != dims[1 if nchw else 0] and dims[1 if nchw else 0] != -1:
         raise _fail(model, "image_height", f"is {height} but input '{tensor.name}' has height {dims[1 if nchw else 0]}")
     if width != dims[2 if nchw else 1] and dims[2 if nchw else 1] != -1:
