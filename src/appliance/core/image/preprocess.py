@@ -63,13 +63,20 @@ def pixels(spec: ImageSpec, image: Image.Image, field: str) -> tuple[NDArray[np.
 def to_tensor(spec: ImageSpec, rgb: NDArray[np.uint8]) -> NDArray[Any]:
     """HWC RGB uint8 -> the model's layout, colour order and datatype, normalised as declared."""
     array: NDArray[Any] = rgb[..., ::-1] if spec.bgr else rgb
-    if spec.datatype != "UINT8":
-        mean = np.asarray(spec.mean, dtype=np.float32)  # in the input's channel order, as the tensor has them
-        std = np.asarray(spec.std, dtype=np.float32)
-        array = (array.astype(np.float32) * np.float32(spec.scale) - mean) / std
     if spec.nchw:
         array = array.transpose(2, 0, 1)
-    return np.ascontiguousarray(array, dtype=_DTYPES[spec.datatype])
+    if spec.datatype == "UINT8":
+        return np.ascontiguousarray(array)
+    # (x * scale - mean) / std as one multiply and one add: x * (scale / std) + (-mean / std), per channel (in the
+    # input's channel order, as the tensor has them)
+    std = np.asarray(spec.std, dtype=np.float64)
+    gain = (spec.scale / std).astype(np.float32)
+    offset = (-np.asarray(spec.mean, dtype=np.float64) / std).astype(np.float32)
+    shape = (3, 1, 1) if spec.nchw else (1, 1, 3)
+    out = np.empty(array.shape, dtype=np.float32)
+    np.multiply(array, gain.reshape(shape), out=out)
+    out += offset.reshape(shape)
+    return out if spec.datatype == "FP32" else out.astype(_DTYPES[spec.datatype])
 
 
 def prepare(spec: ImageSpec, data: bytes, field: str, max_pixels: int) -> tuple[NDArray[Any], Geometry]:
