@@ -20,6 +20,7 @@ from tests.support.image_models import (
     COLOUR_LABELS,
     DETECTOR_LABELS,
     colour_classifier,
+    colour_classifier_uint8_nhwc,
     constant_detector,
     encoded,
     parameters,
@@ -77,6 +78,20 @@ def build_repo(repo: Path) -> None:
         + parameters(image_postprocess="classification", image_resize="squash"),
         labels=COLOUR_LABELS,
         onnx=colour,
+    )
+    write_model(
+        repo,
+        "bgr",
+        """
+        name: "bgr"
+        platform: "onnxruntime_onnx"
+        max_batch_size: 0
+        input [{ name: "x", data_type: TYPE_UINT8, dims: [1, 16, 24, 3] }]
+        output [{ name: "y", data_type: TYPE_FP32, dims: [1, 3], label_filename: "labels.txt" }]
+        """
+        + parameters(image_postprocess="classification", image_layout="NHWC", image_color_order="BGR"),
+        labels=COLOUR_LABELS[::-1],
+        onnx=colour_classifier_uint8_nhwc(),
     )
     write_model(
         repo,
@@ -149,6 +164,23 @@ def test_a_multipart_request_with_two_images_is_a_batch_of_two(server: ServerPro
     assert [(r["width"], r["height"]) for r in results] == [(1920, 1080), (640, 480)]
     stats = httpx.get(f"{server.base}/v2/models/colour/stats").json()["model_stats"][0]
     assert any(b["batch_size"] == 2 for b in stats["batch_stats"])  # one inference of two images
+
+
+def test_a_model_without_batching_takes_uint8_bgr_nhwc_one_image_an_inference(server: ServerProcess) -> None:
+    answer = post_files(server, "bgr", [encoded((250, 0, 0), (320, 240), "PNG"), encoded((0, 0, 250), (10, 10), "PNG")])
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["results"]
+    assert first["labels"][0] == {"label": "red", "index": 2, "score": 250.0}  # BGR: red is the third channel
+    assert second["labels"][0] == {"label": "blue", "index": 0, "score": 250.0}  # UINT8: pixels as they are
+    stats = httpx.get(f"{server.base}/v2/models/bgr/stats").json()["model_stats"][0]
+    assert stats["inference_count"] == 2 and stats["execution_count"] == 2
+
+
+def test_more_images_than_max_batch_size_are_split_into_batches(server: ServerProcess) -> None:
+    answer = post_files(server, "boxes", [encoded((0, 0, 0), (128, 64))] * 6)  # max_batch_size 4
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert len(results) == 6 and all(r["boxes"][0]["box"] == [44.0, 22.0, 84.0, 42.0] for r in results)
 
 
 def test_a_route_takes_images_with_its_stable_arms_declaration(server: ServerProcess) -> None:

@@ -33,6 +33,20 @@ def colour_classifier(datatype: int = TensorProto.FLOAT) -> bytes:
     return _finish(graph)
 
 
+def colour_classifier_uint8_nhwc() -> bytes:
+    """x [1, H, W, 3] UINT8 -> y [1, 3] FP32: the mean of each channel, in the order the input has them."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["f"], ["y"], axes=[1, 2], keepdims=0),
+        ],
+        "colour_u8",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, "H", "W", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    return _finish(graph)
+
+
 def constant_detector(candidates: np.ndarray) -> bytes:
     """x [N, 3, H, W] -> y [N, 4 + classes, K]: ``candidates`` [4 + classes, K] for every image."""
     const = numpy_helper.from_array(candidates[None].astype(np.float32), "candidates")

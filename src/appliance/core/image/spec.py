@@ -185,8 +185,7 @@ def image_spec(
             f"model '{model}': input '{tensor.name}' is {datatype}; images need an FP32, FP16 or UINT8 input"
         )
     nchw = p.choice("image_layout", "NCHW", ["NCHW", "NHWC"]) == "NCHW"
-    dims = tensor.reshape if tensor.reshape is not None and config.max_batch_size > 0 else tensor.dims
-    dims = tuple(dims)
+    dims = tensor.dims  # as the client sends it (a config's reshape is the model's business)
     batched = config.max_batch_size > 0
     leading_one = False
     if not batched and len(dims) == 4 and dims[0] in (1, -1):
