@@ -95,6 +95,7 @@ def test_every_parameter_is_read() -> None:
         ({"image_pad_value": "300"}, "image_pad_value"),
         ({"image_input": "nope"}, "image_input"),
         ({"image_height": "5"}, "image_height"),  # the input's dims say 4
+        ({"image_top_kk": "3"}, "image_top_kk"),  # a typo
     ],
 )
 def test_an_invalid_parameter_is_named_with_the_model(params: dict[str, str], named: str) -> None:

@@ -29,6 +29,7 @@ Keys (all optional except ``image_postprocess``):
 ==========================  ======================================================================================
 
 A UINT8 input takes the pixels as they are: ``image_scale``, ``image_mean`` and ``image_std`` are refused there.
+Another key starting with ``image_`` is refused too (a typo would otherwise be ignored silently).
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ from ..errors import InvalidArgument
 from ..model_config import ModelConfig, TensorSpec
 
 PREFIX = "image_"
+
+#: Every parameter key read here: another key with the prefix is a mistake (a typo) and named as one.
+KEYS = frozenset(
+    (
+        *("image_postprocess", "image_input", "image_output", "image_resize", "image_pad_value"),
+        *("image_color_order", "image_layout", "image_height", "image_width", "image_scale", "image_mean"),
+        *("image_std", "image_top_k", "image_softmax", "image_score_threshold", "image_iou_threshold"),
+        "image_max_detections",
+    )
+)
 
 
 class Resize(enum.Enum):
@@ -176,6 +187,9 @@ def image_spec(
             "(classification or detection; image_resize, image_layout, image_color_order, image_scale, image_mean, "
             "image_std and the others are optional)"
         )
+    unknown = sorted(set(p.values) - KEYS)
+    if unknown:
+        raise _fail(model, unknown[0], f"is not an image parameter (they are {', '.join(sorted(KEYS))})")
     task = Task(p.choice("image_postprocess", "", [t.value for t in Task]))
     tensor = _pick(model, inputs, "image_input", p.text("image_input", ""), "input")
     output = _pick(model, outputs, "image_output", p.text("image_output", ""), "output")
@@ -205,12 +219,11 @@ def image_spec(
     for key, size in (("image_height", height), ("image_width", width)):
         if size == -1 and key not in p.values:
             raise _fail(model, key, f"is needed: input '{tensor.name}' has dims {list(tensor.dims)}, dynamic")
+        declared = p.whole(key, size, 1, 16384)
+        if size != -1 and declared != size:
+            raise _fail(model, key, f"is {declared} but input '{tensor.name}' has {size} (dims {list(tensor.dims)})")
     height = p.whole("image_height", height, 1, 16384)
     width = p.whole("image_width", width, 1, 16384)
-    if height != dims[1 if nchw else 0] and dims[1 if nchw else 0] != -1:
-        raise _fail(model, "image_height", f"is {height} but input '{tensor.name}' has height {dims[1 if nchw else 0]}")
-    if width != dims[2 if nchw else 1] and dims[2 if nchw else 1] != -1:
-        raise _fail(model, "image_width", f"is {width} but input '{tensor.name}' has width {dims[2 if nchw else 1]}")
     if datatype == "UINT8":
         for key in ("image_scale", "image_mean", "image_std"):
             if key in p.values:
