@@ -24,6 +24,7 @@ from tests.support.image_models import (
     constant_detector,
     encoded,
     parameters,
+    png_bomb,
     png_header,
     write_model,
 )
@@ -244,7 +245,7 @@ def test_an_image_with_no_pixels_is_400(server: ServerProcess) -> None:
 def test_a_decompression_bomb_is_refused_from_its_header(server: ServerProcess) -> None:
     message = error(post(server, "colour", png_header(100_000, 100_000), "image/png"), 400)
     assert "'image'" in message and "pixels" in message
-    message = error(post(server, "colour", png_header(2500, 2000), "image/png"), 400)  # 5 M pixels, over 4 M
+    message = error(post(server, "colour", png_bomb(2500, 2000), "image/png"), 400)  # 5 M pixels, over 4 M
     assert f"over the limit of {MAX_PIXELS} pixels" in message and "2500x2000" in message
     assert server.alive()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import tracemalloc
+import resource
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from appliance.core.image.postprocess import classify, detect, nms
 from appliance.core.image.preprocess import Geometry, fit, pixels, prepare, to_tensor
 from appliance.core.image.spec import ImageSpec, Resize, Task, image_spec
 from appliance.core.model_config import ModelConfig, input_specs, output_specs
-from tests.support.image_models import encoded, png_header
+from tests.support.image_models import encoded, png_bomb, png_header
 
 
 def config(dims: str = "[3, 4, 6]", datatype: str = "TYPE_FP32", max_batch_size: int = 4, **params: str) -> ModelConfig:
@@ -161,17 +161,24 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale() -> None:
 
 
 def test_a_bomb_is_refused_without_a_large_allocation() -> None:
-    tracemalloc.start()
-    try:
-        with pytest.raises(InvalidArgument, match="'image'.*pixels"):
-            open_image(png_header(100_000, 100_000), "image", 10**7)
-        with pytest.raises(InvalidArgument, match="over the limit"):
-            open_image(png_header(5000, 5000), "image", 10**7)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 10 * 2**20
+    # 12000 x 12000 is under Pillow's own refusal (2 x 89 M pixels): 420 KB that would decode to 432 MB
+    bomb = png_bomb(12_000, 12_000)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(InvalidArgument, match="'image' is 12000x12000 .* over the limit of 10000000 pixels"):
+        open_image(bomb, "image", 10**7)
+    with pytest.raises(InvalidArgument, match="'image'.*pixels"):  # over Pillow's: refused by Image.open
+        open_image(png_header(100_000, 100_000), "image", 10**7)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100 * 1024  # KiB: no 432 MB buffer
     assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own global is left alone
+
+
+def test_the_bomb_check_sees_what_decoding_would_cost() -> None:
+    """The measure of the test above: decoding a smaller bomb does raise the peak memory."""
+    bomb = png_bomb(6000, 6000)  # 108 MB decoded
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    image = open_image(bomb, "image", 10**8)
+    decode(image, "image", (10, 10))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak > 50 * 1024
 
 
 def test_classification_top_k_softmax_and_threshold() -> None:

@@ -9,7 +9,9 @@ images (``image_*`` parameters), and images made with Pillow.
 from __future__ import annotations
 
 import io
+import struct
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -90,13 +92,23 @@ def encoded(colour: tuple[int, int, int], size: tuple[int, int], fmt: str = "JPE
     return buffer.getvalue()
 
 
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` and holds no pixels: a decompression bomb's header."""
-    import struct
-    import zlib
-
+def _png(width: int, height: int, idat: bytes) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixels."""
+    return _png(width, height, zlib.compress(b"\0" * 64))
+
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A complete black RGB PNG of ``width`` x ``height``: about 1/1000 of its decoded size (12000 x 12000: 420 KB
+    that decode to 432 MB)."""
+    compressor = zlib.compressobj(6)
+    row = b"\0" * (1 + 3 * width)  # filter byte 0, then the pixels
+    idat = b"".join([*(compressor.compress(row) for _ in range(height)), compressor.flush()])
+    return _png(width, height, idat)
