@@ -267,6 +267,7 @@ def test_a_multipart_body_without_images_is_400(server: ServerProcess) -> None:
         f"{server.base}/v2/models/colour/infer/image", data={"image": "text"}, files=[("picture", ("a.jpg", b"x"))]
     )
     assert "file part" in error(answer, 400)
+    assert "boundary" in error(post(server, "colour", b"--x\r\n", "multipart/form-data"), 400)
 
 
 def test_one_bad_image_of_a_batch_is_named(server: ServerProcess) -> None:
