@@ -185,6 +185,7 @@ def test_classification_top_k_softmax_and_threshold() -> None:
     spec = spec_of(config(image_postprocess="classification", image_top_k="2"), {"y": ["a", "b"]})
     labels = classify(spec, np.array([1.0, 3.0, 2.0]))
     assert [(x.label, x.index, x.score) for x in labels] == [("b", 1, 3.0), ("2", 2, 2.0)]
+    assert [x.index for x in classify(spec, np.array([-3.0, -1.0, -2.0]))] == [1, 2]  # logits: no default threshold
     soft = classify(dataclasses.replace(spec, softmax=True, top_k=3), np.array([0.0, 0.0, np.log(2.0)]))
     assert [x.index for x in soft] == [2, 0, 1] and soft[0].score == pytest.approx(0.5)
     assert sum(x.score for x in soft) == pytest.approx(1.0)

@@ -23,7 +23,7 @@ Keys (all optional except ``image_postprocess``):
 ``image_std``               divided by, after the mean: one value or one per channel, likewise (default 1)
 ``image_top_k``             classification: labels returned per image (default 5)
 ``image_softmax``           classification: ``true`` turns the output's logits into probabilities (default false)
-``image_score_threshold``   labels / boxes scoring below it are dropped (default 0 / 0.25)
+``image_score_threshold``   labels / boxes scoring below it are dropped (default: none / 0.25)
 ``image_iou_threshold``     detection: overlap above which a same-class box is suppressed (default 0.45)
 ``image_max_detections``    detection: boxes returned per image at most (default 100)
 ==========================  ======================================================================================
@@ -89,7 +89,7 @@ class ImageSpec:
     labels: tuple[str, ...] = ()
     top_k: int = 5
     softmax: bool = False
-    score_threshold: float = 0.0
+    score_threshold: float = -math.inf
     iou_threshold: float = 0.45
     max_detections: int = 100
 
@@ -228,7 +228,8 @@ def image_spec(
         for key in ("image_scale", "image_mean", "image_std"):
             if key in p.values:
                 raise _fail(model, key, f"does not apply: input '{tensor.name}' is UINT8 and takes pixels as they are")
-    default_threshold = 0.25 if task is Task.DETECTION else 0.0
+    # classification: no threshold unless declared (logits may be negative); detection: YOLOv8's usual 0.25
+    default_threshold = 0.25 if task is Task.DETECTION else -math.inf
     return ImageSpec(
         model=model,
         task=task,
@@ -250,7 +251,7 @@ def image_spec(
         labels=tuple(labels.get(output.name, ())),
         top_k=p.whole("image_top_k", 5, 1, 1000),
         softmax=p.flag("image_softmax", False),
-        score_threshold=p.number("image_score_threshold", default_threshold, 0.0),
+        score_threshold=p.number("image_score_threshold", default_threshold, -math.inf),
         iou_threshold=p.number("image_iou_threshold", 0.45, 0.0, 1.0),
         max_detections=p.whole("image_max_detections", 100, 1, 10000),
     )
