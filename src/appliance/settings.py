@@ -200,7 +200,8 @@ class Settings(BaseSettings):
     image_max_pixels: int = Field(default=40_000_000, gt=0)
     """Largest image (width x height) that image inference (``/infer/image``) decodes; checked from the file's
     header before any pixel is decoded, so a small file declaring huge dimensions (a decompression bomb) gets 400
-    without a large allocation. The default takes an 8K frame (33 Mpixels)."""
+    without a large allocation. The default takes an 8K frame (33 Mpixels); Pillow itself refuses images over
+    about 179 Mpixels whatever this says."""
 
     intra_op_thread_count: int = Field(default=1, ge=0)
     """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's

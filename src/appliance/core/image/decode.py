@@ -31,8 +31,9 @@ def open_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
             # Pillow warns (or refuses, past twice its own limit) on huge images; our limit below is the one
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
-    except Image.DecompressionBombError:
-        raise InvalidArgument(f"'{field}' declares more than the limit of {max_pixels} pixels") from None
+    except Image.DecompressionBombError:  # Pillow's own refusal, past twice its MAX_IMAGE_PIXELS
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
+        raise InvalidArgument(f"'{field}' declares more than the limit of {limit} pixels") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InvalidArgument(f"'{field}' is not a JPEG or PNG image") from None
     width, height = image.size
