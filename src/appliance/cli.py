@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--exit-timeout-secs", type=float, metavar="SECONDS", help=_doc("exit_timeout_secs"))
     serve.add_argument("--max-request-bytes", type=int, metavar="BYTES", help=_doc("max_request_bytes"))
     serve.add_argument("--websocket-max-in-flight", type=int, metavar="N", help=_doc("websocket_max_in_flight"))
+    serve.add_argument("--image-max-pixels", type=int, metavar="PIXELS", help=_doc("image_max_pixels"))
     serve.add_argument("--intra-op-thread-count", type=int, metavar="N", help=_doc("intra_op_thread_count"))
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))

@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     sent; at the bound the server stops reading that socket until a result has gone out, so a client that sends
     faster than it reads is held back by TCP, not queued in the server's memory."""
 
+    image_max_pixels: int = Field(default=40_000_000, gt=0)
+    """Largest image (width x height) that image inference (``/infer/image``) decodes; checked from the file's
+    header before any pixel is decoded, so a small file declaring huge dimensions (a decompression bomb) gets 400
+    without a large allocation. The default takes an 8K frame (33 Mpixels); Pillow itself refuses images over
+    about 179 Mpixels whatever this says."""
+
     intra_op_thread_count: int = Field(default=1, ge=0)
     """ONNX Runtime intra-op threads per session (0 lets ONNX Runtime choose); a model's
     ``parameters { key: "intra_op_thread_count" }`` overrides it."""

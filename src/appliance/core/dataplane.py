@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 
 from .. import __version__
 from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Settings
@@ -17,6 +18,7 @@ from .auth.guard import Guard
 from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
+from .image import ImageInference, ImageResponse
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import ModelVersion, State
 from .model_config import ModelConfig
@@ -90,6 +92,7 @@ class DataPlane:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.images = ImageInference(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -287,6 +290,13 @@ class DataPlane:
             self._inflight -= 1
             if self._inflight == 0:
                 self._idle.set()
+
+    async def infer_images(
+        self, name: str, version: str, images: list[bytes], headers: Mapping[str, str], transport: str
+    ) -> ImageResponse:
+        """Encoded images (JPEG / PNG) through the model's declared preprocessing, one inference per batch, and its
+        declared postprocessing (:mod:`appliance.core.image`)."""
+        return await self.images.infer(name, version, images, headers, transport)
 
     async def _infer_on_model(
         self, request: InferRequest, own_inputs: bool, served: ModelVersion | None

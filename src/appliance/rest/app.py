@@ -51,6 +51,23 @@ _INFER_BODY_DOC = {
     }
 }
 
+_IMAGE_DOC = {
+    "requestBody": {
+        "description": "One JPEG or PNG as the body, or several as multipart/form-data fields named 'image' (a "
+        "batch). The model declares its preprocessing and postprocessing in config.pbtxt (image_* parameters).",
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            },
+        },
+    }
+}
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
@@ -103,6 +120,7 @@ def routes(
         return route("POST", path, endpoint, operation, tags=[tag], summary=summary, openapi_extra=doc)
 
     infer = guarded(guard, op.INFER, e.infer_route) if guard is not None else e.infer_route
+    image = guarded(guard, op.INFER, e.infer_image_route) if guard is not None else e.infer_image_route
     shm = "shared memory"
     sockets = (
         [
@@ -119,6 +137,8 @@ def routes(
         # APIRoutes of the same paths below are never reached; they document the paths in /openapi.json.
         Route(f"{version}/infer", infer, methods=["POST"], include_in_schema=False),
         Route("/v2/models/{model}/infer", infer, methods=["POST"], include_in_schema=False),
+        Route(f"{version}/infer/image", image, methods=["POST"], include_in_schema=False),
+        Route("/v2/models/{model}/infer/image", image, methods=["POST"], include_in_schema=False),
         get("/health", e.health, op.HEALTH, "health", "Liveness: the process is serving HTTP"),
         get("/ready", e.ready, op.HEALTH, "health", "Readiness: 200 when accepting inference, 503 otherwise"),
         get("/metrics", e.metrics, op.METRICS, "health", "Prometheus metrics"),
@@ -136,6 +156,8 @@ def routes(
         get("/v2/models/{model}/stats", e.model_stats, op.MODEL_STATISTICS, "statistics", "Model statistics"),
         post(f"{version}/infer", e.infer, op.INFER, "inference", "Inference on a model version", _INFER_BODY_DOC),
         post("/v2/models/{model}/infer", e.infer, op.INFER, "inference", "Inference", _INFER_BODY_DOC),
+        post(f"{version}/infer/image", e.infer_image, op.INFER, "inference", "Images on a version", _IMAGE_DOC),
+        post("/v2/models/{model}/infer/image", e.infer_image, op.INFER, "inference", "Image inference", _IMAGE_DOC),
         post("/v2/repository/index", e.repository_index, op.REPOSITORY_INDEX, "repository", "Models and states"),
         post("/v2/repository/models/{model}/load", e.repository_load, op.REPOSITORY_LOAD, "repository", "Load"),
         post("/v2/repository/models/{model}/unload", e.repository_unload, op.REPOSITORY_UNLOAD, "repository", "Unload"),

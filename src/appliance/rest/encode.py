@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from ..core.image import ImageResponse
 from ..core.metadata import (
     BatchStatistics,
     Duration,
@@ -140,3 +141,19 @@ def _fix_int64(message: Message, data: dict[str, Any]) -> dict[str, Any]:
 
 def region_status_json(regions: list[RegionStatus]) -> list[dict[str, Any]]:
     return [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size} for r in regions]
+
+
+def image_response_json(response: ImageResponse) -> dict[str, Any]:
+    """Per image, its size and its labels (classification) or boxes (detection)."""
+    results: list[dict[str, Any]] = []
+    for r in response.results:
+        result: dict[str, Any] = {"width": r.width, "height": r.height}
+        if r.labels is not None:
+            result["labels"] = [{"label": x.label, "index": x.index, "score": x.score} for x in r.labels]
+        if r.detections is not None:
+            result["boxes"] = [
+                {"label": d.label, "index": d.index, "score": d.score, "box": [round(v, 2) for v in d.box]}
+                for d in r.detections
+            ]
+        results.append(result)
+    return {"model_name": response.model_name, "model_version": response.model_version, "results": results}

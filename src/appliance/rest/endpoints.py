@@ -11,19 +11,24 @@ import asyncio
 import gzip
 import json
 import zlib
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import HTTPConnection
 
 from ..core.dataplane import DataPlane
 from ..core.errors import InvalidArgument, NotFound, TooLarge
+from ..core.image import FIELD
+from ..core.image.service import MAX_IMAGES
 from ..core.routes import Verdict
 from ..core.shared_memory import is_local_client
 from .codec import HEADER_LENGTH, decode_infer_request, encode_infer_response, json_object
 from .encode import (
+    image_response_json,
     model_config_json,
     model_metadata_json,
     model_statistics_json,
@@ -31,6 +36,11 @@ from .encode import (
     repository_index_json,
     server_metadata_json,
 )
+
+T = TypeVar("T")
+
+#: The Content-Types of a body that is one image.
+IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
 
 #: The canary actions of ``POST /v2/routes/{name}/{action}``.
 _ACTIONS = {v.value: v for v in (Verdict.PROMOTE, Verdict.ROLLBACK, Verdict.PAUSE, Verdict.RESUME)}
@@ -75,6 +85,65 @@ def compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     if "deflate" in accept:
         return zlib.compress(body, 1), "deflate"
     return body, None
+
+
+async def until_disconnect(request: Request, call: Awaitable[T]) -> T | None:
+    """``call``'s result; None when the client disconnected first, which cancels it (a request that has not
+    reached a batch yet is dropped)."""
+    task = asyncio.ensure_future(call)
+    watcher = asyncio.ensure_future(request.receive())
+
+    def client_gone(_: asyncio.Future[Any]) -> None:
+        task.cancel()
+
+    watcher.add_done_callback(client_gone)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            return None
+        raise
+    finally:
+        watcher.remove_done_callback(client_gone)
+        watcher.cancel()
+
+
+async def read_images(request: Request, limit: int) -> list[bytes]:
+    """The encoded images of an image request: the body itself (``image/jpeg``, ``image/png``) or the ``image``
+    fields of a ``multipart/form-data`` body, in order. The whole body is held to ``limit`` bytes (413)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in IMAGE_MEDIA_TYPES and media != "multipart/form-data":
+        raise InvalidArgument(
+            f"Content-Type '{content_type[:64]}' is not accepted for '{FIELD}': send image/jpeg, image/png or "
+            f"multipart/form-data with '{FIELD}' fields"
+        )
+    try:
+        body = await read_body(request, limit)
+    except TooLarge as exc:
+        raise TooLarge(f"'{FIELD}': {exc.message}") from None
+    if media != "multipart/form-data":
+        return [body]
+
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, replay(), max_files=MAX_IMAGES, max_fields=MAX_IMAGES)
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise InvalidArgument(f"multipart/form-data body is unreadable: {exc.message}") from None
+    try:
+        images = []
+        for value in form.getlist(FIELD):
+            if isinstance(value, str):
+                raise InvalidArgument(f"'{FIELD}' must be a file part (with a filename), not a text field")
+            images.append(await value.read())
+    finally:
+        await form.close()
+    if not images:
+        raise InvalidArgument(f"multipart/form-data body has no '{FIELD}' field")
+    return images
 
 
 def local_client(request: HTTPConnection) -> bool:
@@ -147,23 +216,9 @@ class Endpoints:
             infer_request.local_client = local_client(request)
         infer_request.headers = request.headers  # case-insensitive; a route's sticky key may be one
         infer_request.transport = "http"
-        task = asyncio.ensure_future(self._dp.infer(infer_request))
-        # A client that disconnects cancels its request: it is dropped if it has not reached a batch yet.
-        watcher = asyncio.ensure_future(request.receive())
-
-        def client_gone(_: asyncio.Future[Any]) -> None:
-            task.cancel()
-
-        watcher.add_done_callback(client_gone)
-        try:
-            response = await task
-        except asyncio.CancelledError:
-            if watcher.done() and not watcher.cancelled():
-                return Response(status_code=499)
-            raise
-        finally:
-            watcher.remove_done_callback(client_gone)
-            watcher.cancel()
+        response = await until_disconnect(request, self._dp.infer(infer_request))
+        if response is None:
+            return Response(status_code=499)
         payload, header_length = encode_infer_response(response, infer_request, binary_default)
         headers = {}
         if header_length is not None:
@@ -177,6 +232,20 @@ class Endpoints:
             headers["Content-Encoding"] = encoding
         media = "application/octet-stream" if header_length is not None else "application/json"
         return Response(payload, headers=headers, media_type=media)
+
+    async def infer_image_route(self, request: Request) -> Response:
+        """``infer_image`` as a plain Starlette endpoint, like ``infer_route``."""
+        params = request.path_params
+        return await self.infer_image(request, params["model"], params.get("version", ""))
+
+    async def infer_image(self, request: Request, model: str, version: str = "") -> Response:
+        images = await read_images(request, self._max_request_bytes)
+        response = await until_disconnect(
+            request, self._dp.infer_images(model, version, images, request.headers, "http")
+        )
+        if response is None:
+            return Response(status_code=499)
+        return JSONResponse(image_response_json(response))
 
     # -- shared memory ---------------------------------------------------------------------------
 

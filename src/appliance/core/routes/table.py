@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from ..errors import Conflict, InferenceError, InternalError, InvalidArgument, NotFound, Unavailable
 from ..metadata import ModelMetadata, TensorMetadata
+from ..model import ModelVersion
 from ..repository import ModelRepository
 from .canary import Verdict
 from .route import Call, Route
@@ -180,6 +181,14 @@ class RouteTable:
         first = route.spec.arms[route.spec.serving()[0]]
         metadata = self.repository.get(first.model, first.version).metadata([])
         return ModelMetadata(name, (), metadata.platform, metadata.inputs, metadata.outputs)
+
+    def stable_model(self, name: str) -> ModelVersion:
+        """The model version of the route's stable arm (with a canary, the arm it is compared against; otherwise
+        the first serving arm): what image requests read their preprocessing from."""
+        route = self._route(name)
+        index = route.canary_indexes()[1] if route.spec.canary is not None else route.spec.serving()[0]
+        arm = route.spec.arms[index]
+        return self.repository.get(arm.model, arm.version)
 
     def ready(self, name: str) -> bool:
         """Ready when every arm that gets traffic is."""
