@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import resource
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -160,25 +161,47 @@ def test_a_large_jpeg_is_decoded_at_a_reduced_scale() -> None:
     assert tensor.shape == (3, 224, 224) and (geometry.width, geometry.height) == (1920, 1080)
 
 
+_PEAK_RISE = """
+import resource, sys
+from appliance.core.errors import InvalidArgument
+from appliance.core.image.decode import decode, open_image
+from tests.support.image_models import png_bomb
+bomb = png_bomb(int(sys.argv[1]), int(sys.argv[1]))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    decode(open_image(bomb, "image", 10**7 if sys.argv[2] == "refuse" else 10**8), "image", (10, 10))
+    outcome = "decoded"
+except InvalidArgument as exc:
+    outcome = str(exc)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak, outcome)
+"""
+
+
+def _peak_rise_kib(side: int, mode: str) -> tuple[int, str]:
+    """In a fresh process (ru_maxrss is a lifetime peak: other tests would hide a rise): how much the peak
+    memory rose, in KiB, around opening and decoding a side x side PNG bomb, and what happened."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RISE, str(side), mode], capture_output=True, text=True, timeout=120, check=True
+    )
+    rise, outcome = result.stdout.strip().split(" ", 1)
+    return int(rise), outcome
+
+
 def test_a_bomb_is_refused_without_a_large_allocation() -> None:
     # 12000 x 12000 is under Pillow's own refusal (2 x 89 M pixels): 420 KB that would decode to 432 MB
-    bomb = png_bomb(12_000, 12_000)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(InvalidArgument, match="'image' is 12000x12000 .* over the limit of 10000000 pixels"):
-        open_image(bomb, "image", 10**7)
+        open_image(png_bomb(12_000, 12_000), "image", 10**7)
     with pytest.raises(InvalidArgument, match="'image'.*pixels"):  # over Pillow's: refused by Image.open
         open_image(png_header(100_000, 100_000), "image", 10**7)
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100 * 1024  # KiB: no 432 MB buffer
+    rise, outcome = _peak_rise_kib(12_000, "refuse")
+    assert "over the limit" in outcome and rise < 100 * 1024  # KiB: no 432 MB buffer
     assert Image.MAX_IMAGE_PIXELS == 89478485  # Pillow's own global is left alone
 
 
 def test_the_bomb_check_sees_what_decoding_would_cost() -> None:
-    """The measure of the test above: decoding a smaller bomb does raise the peak memory."""
-    bomb = png_bomb(6000, 6000)  # 108 MB decoded
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    image = open_image(bomb, "image", 10**8)
-    decode(image, "image", (10, 10))
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak > 50 * 1024
+    """The measure of the test above: decoding a smaller bomb (108 MB decoded) does raise the peak memory."""
+    rise, outcome = _peak_rise_kib(6000, "decode")
+    assert outcome == "decoded" and rise > 50 * 1024
 
 
 def test_classification_top_k_softmax_and_threshold() -> None:
