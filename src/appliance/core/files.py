@@ -47,11 +47,7 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    _fsync_folder(path)
 
 
 def create_secret(path: Path, text: str) -> None:
@@ -64,6 +60,11 @@ def create_secret(path: Path, text: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    _fsync_folder(path)
+
+
+def _fsync_folder(path: Path) -> None:
+    """Make the new name of ``path`` durable: fsync its folder."""
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)
