@@ -39,11 +39,11 @@ KAS_VERSION=5.5
 OELINT_VERSION=9.11.2
 IMAGE=ml-inference-image
 # Our recipes that have sources to unpack.
-UNPACK_RECIPES="appliance appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
+UNPACK_RECIPES="appliance appliance-autoscaler appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
 # yocto-check-layer's world: what the layer adds, and the recipes its bbappends change.
-YCL_WORLD="appliance appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
+YCL_WORLD="appliance appliance-autoscaler appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
 # Recipes the image graph must contain (else the image silently lost a component).
-GRAPH_MUST_HAVE="appliance appliance-engines appliance-proxy inference-users tritonserver-service triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
+GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
 
 # oelint-adv rules we suppress, and why:
 #   oelint.vars.homepageping  it fetches HOMEPAGE over the network: always fails offline
@@ -217,6 +217,8 @@ step_style() {
 # our unit (systemd prints FILE:LINE: ...) is a failure.
 render_unit() {  # render_unit SRC DEST
     sed -e 's,@BINDIR@,/usr/bin,g' \
+        -e 's,@SBINDIR@,/usr/sbin,g' \
+        -e 's,@AUTOSCALER_CONFIG@,/etc/appliance/autoscaler.toml,g' \
         -e 's,@APPLIANCE_CONFIG@,/etc/appliance/appliance.toml,g' \
         -e 's,@APPLIANCE_TLS_DIR@,/etc/appliance/tls,g' \
         -e 's,@TRITON_MODEL_REPOSITORY@,/var/lib/appliance/models,g' \
@@ -243,7 +245,7 @@ step_units() {
         fi
         units+=("$name")
         from[$name]=${src#"$ROOT"/}
-    done < <(find "$ROOT"/recipes-* -name '*.service.in' -o -name '*.service' -o -name '*.socket' -o -name '*.timer' | sort)
+    done < <(find "$ROOT"/recipes-* -name '*.service.in' -o -name '*.service' -o -name '*.socket' -o -name '*.timer' -o -name '*.path' | sort)
     # nginx's drop-in: verify it on a stand-in nginx.service (nginx is not on the host).
     while IFS= read -r src; do
         local base

@@ -13,6 +13,7 @@ PACKAGES = " \
 
 RDEPENDS:${PN}-service = " \
     appliance \
+    appliance-autoscaler \
     appliance-proxy \
 "
 # TensorRT and pycuda are used in process by the TensorRT backend; Triton is driven over gRPC.
@@ -25,6 +26,7 @@ RDEPENDS:${PN}-gpu = " \
     tritonserver-service \
 "
 RDEPENDS:${PN}-tools = " \
+    tegra-nvpmodel \
     tegra-tools-jetson-clocks \
     tegra-tools-tegrastats \
 "
