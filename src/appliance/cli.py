@@ -1,4 +1,4 @@
-"""The ``appliance`` command: ``serve`` and ``demo-repository``.
+"""The ``appliance`` command: ``serve``, ``demo-repository``, ``keys``, ``autoscale``, ``power-mode``, ``optimize``.
 
 Flags that ``tritonserver`` also has keep its names (``--model-repository``, ``--http-port``, ``--grpc-port``,
 ``--model-control-mode``, ``--repository-poll-secs``, ``--load-model``, ``--exit-timeout-secs``,
@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
     _keys_parser(sub)
+    _autoscale_parser(sub)
     sub.add_parser(
         "optimize",
         add_help=False,
@@ -257,6 +258,87 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _autoscale_parser(sub: Any) -> None:
+    autoscale = sub.add_parser(
+        "autoscale",
+        help="the autoscaler daemon: model instances (and the power mode) from load, through the admin API",
+        description="Look at the service's metrics every interval_s and set each configured model's instances "
+        "from its in-flight requests, p95 latency and the GPU load, through the admin API only; step the nvpmodel "
+        "power mode where [power] is enabled. Every decision is logged and reported to the service "
+        "(GET /v2/autoscaler/decisions). Runs until SIGTERM. Exit 2: the configuration is refused.",
+    )
+    autoscale.add_argument("--config", type=Path, required=True, metavar="FILE", help="autoscaler.toml")
+    autoscale.add_argument(
+        "--admin-key-file",
+        type=Path,
+        metavar="FILE",
+        help="a file holding an admin API key (the image hands it over as a systemd credential); "
+        "none: the service runs with auth off",
+    )
+    autoscale.add_argument("--dry-run", action="store_true", help="decide and log, change nothing (or dry_run = true)")
+    autoscale.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    power = sub.add_parser(
+        "power-mode",
+        help="apply the autoscaler's power mode request with nvpmodel (root; appliance-power-mode.service)",
+        description="Read the mode number in REQUEST and apply it with 'nvpmodel -m N' if the [power] table of "
+        "CONFIG enables stepping and lists the mode; refuse anything else. Exit 0 applied, 2 refused, 1 nvpmodel "
+        "failed.",
+    )
+    power.add_argument("--config", type=Path, required=True, metavar="FILE", help="autoscaler.toml")
+    power.add_argument("--request", type=Path, required=True, metavar="FILE", help="the request file")
+    power.add_argument("--nvpmodel", type=Path, default=Path("/usr/sbin/nvpmodel"), metavar="PATH")
+
+
+def _autoscale(args: argparse.Namespace) -> int:
+    import dataclasses
+    import signal
+    import threading
+
+    from .scaling.client import AdminClient
+    from .scaling.config import ConfigError, load_config
+    from .scaling.daemon import Autoscaler
+
+    prog = "appliance autoscale"
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        config = dataclasses.replace(config, dry_run=True)
+    key = None
+    if args.admin_key_file is not None:
+        try:
+            key = args.admin_key_file.read_text().strip()
+        except OSError as exc:
+            print(f"{prog}: admin key file {args.admin_key_file}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger("appliance.autoscaler").info(
+        "autoscaling %s on %s every %g s%s",
+        ", ".join(config.model_policies()) or "no model",
+        config.service_url,
+        config.interval_s,
+        " (dry run)" if config.dry_run else "",
+    )
+    try:
+        Autoscaler(config, AdminClient(config.service_url, key)).run(stop)
+    except ConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _power_mode(args: argparse.Namespace) -> int:
+    from .scaling.power import apply_request
+
+    logging.basicConfig(level="INFO", format="%(levelname)s %(name)s: %(message)s")
+    return apply_request(args.config, args.request, args.nvpmodel)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["optimize"]:
@@ -277,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "keys":
         return _keys(args)
+    if args.command == "autoscale":
+        return _autoscale(args)
+    if args.command == "power-mode":
+        return _power_mode(args)
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from .. import __version__
 from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Settings
 from .auth.guard import Guard
+from .autoscaler import AutoscalerDecisions
 from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
@@ -73,6 +74,8 @@ class DataPlane:
         self.routes = RouteTable(self.repository, settings.routes_file, self._infer_on_model)
         self.repository.reserved = self.routes.__contains__
         self.metrics.registry.register(self.routes)
+        self.autoscaler = AutoscalerDecisions()  # what appliance autoscale reports
+        self.metrics.registry.register(self.autoscaler)
         self.build_id = settings.resolved_build_id()
         # With auth off there is no guard, and the adapters route requests straight to their handlers.
         self.guard = Guard(settings) if settings.auth else None

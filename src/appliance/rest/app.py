@@ -22,6 +22,7 @@ from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, RateLimited, Status
 from ..device.metrics import DeviceMetrics
 from .auth import AuditEndpoint, guarded, guarded_endpoint
+from .autoscaler import AutoscalerEndpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
 from .websocket import InferSocket
@@ -101,6 +102,7 @@ def routes(
     routes (``infer_socket``) check the handshake themselves (:class:`~appliance.rest.websocket.InferSocket`)."""
     e = endpoints
     audit = audit or AuditEndpoint(guard)
+    autoscaler = AutoscalerEndpoint(endpoints.dataplane.autoscaler)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -169,6 +171,8 @@ def routes(
         post("/v2/routes/{name}/{action}", e.route_action, op.ROUTE_ACTION, "routes", "promote/rollback/pause/resume"),
         get("/v2/audit", audit.audit, op.AUDIT_READ, "audit", "The newest audit log entries (?limit=N)"),
         get("/v2/device", device.device, op.DEVICE_READ, "device", "GPU, temperatures, power, memory, power mode"),
+        get("/v2/autoscaler/decisions", autoscaler.decisions, op.AUTOSCALER_READ, "autoscaler", "Newest decisions"),
+        post("/v2/autoscaler/decisions", autoscaler.report, op.AUTOSCALER_REPORT, "autoscaler", "Report decisions"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(

@@ -154,7 +154,7 @@ class Endpoints:
     """The REST handlers over one data plane; bodies over ``max_request_bytes`` are refused with 413."""
 
     def __init__(self, dataplane: DataPlane, max_request_bytes: int) -> None:
-        self._dp = dataplane
+        self._dp = self.dataplane = dataplane
         self._max_request_bytes = max_request_bytes
 
     # -- health, as every seed has it ------------------------------------------------------------

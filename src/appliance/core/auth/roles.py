@@ -51,6 +51,8 @@ class Operation(enum.Enum):
     SHARED_MEMORY_UNREGISTER = "shared_memory_unregister"
     ROUTES_READ = "routes_read"
     DEVICE_READ = "device_read"  # GET /v2/device: telemetry of the device
+    AUTOSCALER_READ = "autoscaler_read"  # GET /v2/autoscaler/decisions
+    AUTOSCALER_REPORT = "autoscaler_report"  # the autoscaler daemon reports a decision
     ROUTE_DECLARE = "route_declare"
     ROUTE_DELETE = "route_delete"
     ROUTE_ACTION = "route_action"
@@ -81,12 +83,14 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.SHARED_MEMORY_STATUS: Role.READ,
     Operation.ROUTES_READ: Role.READ,
     Operation.DEVICE_READ: Role.READ,
+    Operation.AUTOSCALER_READ: Role.READ,
     Operation.INFER: Role.INFER,
     Operation.SHARED_MEMORY_REGISTER: Role.INFER,
     Operation.SHARED_MEMORY_UNREGISTER: Role.INFER,
     Operation.REPOSITORY_LOAD: Role.ADMIN,
     Operation.REPOSITORY_UNLOAD: Role.ADMIN,
     Operation.MODEL_INSTANCES: Role.ADMIN,
+    Operation.AUTOSCALER_REPORT: Role.ADMIN,
     Operation.ROUTE_DECLARE: Role.ADMIN,
     Operation.ROUTE_DELETE: Role.ADMIN,
     Operation.ROUTE_ACTION: Role.ADMIN,
