@@ -11,7 +11,8 @@
 #   style      what the project rules out and oelint-adv misses: LICENSE = "CLOSED",
 #              S = "${WORKDIR}", old _${PN} override syntax, hard-coded paths, own machines
 #   units      systemd-analyze verify on every unit we ship, rendered from its .service.in
-#   promtool   promtool check rules on the Prometheus alert rules
+#   promtool   promtool check rules and test rules (tests/monitoring/) on the alert rules,
+#              promtool check config on the fleet's scrape configuration
 #   kas        kas checkout of kas.yml (pinned commits, kas.lock.yml), offline through
 #              ../shared/yocto/mirrors when present, else the network
 #   parse      bitbake -p for every Orin machine (kas.yml + each kas/*.yml fragment), all in
@@ -279,10 +280,23 @@ step_units() {
 }
 
 step_promtool() {
-    local f bad=0
+    local f bad=0 scratch
     while IFS= read -r f; do
         promtool check rules "$f" || { fail "promtool: $f"; bad=1; }
     done < <(find "$ROOT"/recipes-* -name '*.rules.yml' | sort)
+    # The rules' unit tests: each alert fires on what should fire it and on nothing else.
+    while IFS= read -r f; do
+        promtool test rules "$f" || { fail "promtool test rules: $f"; bad=1; }
+    done < <(find "$ROOT/tests/monitoring" -name '*.test.yml' | sort)
+    # The fleet's scrape configuration, with the files it names made in a scratch folder.
+    while IFS= read -r f; do
+        scratch=$(mktemp -d)
+        sed "s,/etc/prometheus/,$scratch/,g" "$f" > "$scratch/$(basename "$f")"
+        cp "$(dirname "$f")"/*.rules.yml "$scratch/"
+        touch "$scratch/appliance-read.key" "$scratch/appliance-certificates.pem"
+        promtool check config "$scratch/$(basename "$f")" || { fail "promtool check config: $f"; bad=1; }
+        rm -rf "$scratch"
+    done < <(find "$ROOT"/recipes-* -name '*-scrape.yml' | sort)
     return $bad
 }
 

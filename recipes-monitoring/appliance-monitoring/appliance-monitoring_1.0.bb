@@ -1,12 +1,15 @@
-SUMMARY = "Grafana dashboard and Prometheus alert rules for ML Inference Appliances"
-DESCRIPTION = "Files for the fleet's monitoring server (not for the device): a Grafana \
-dashboard and Prometheus alert rules over the metrics appliance.service exposes on /metrics."
+SUMMARY = "Dashboards, alert rules and scrape configuration for appliance fleets"
+DESCRIPTION = "Files for the fleet's monitoring server (not for the device): Grafana dashboards \
+(serving; device and autoscaler), Prometheus alert rules and a scrape configuration over the \
+metrics appliance.service exposes on /metrics."
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
 SRC_URI = " \
     file://appliance-alerts.rules.yml \
-    file://appliance-dashboard.json \
+    file://appliance-scrape.yml \
+    file://appliance-serving.json \
+    file://appliance-device.json \
 "
 
 S = "${UNPACKDIR}"
@@ -14,16 +17,23 @@ S = "${UNPACKDIR}"
 inherit allarch deploy
 
 APPLIANCE_MONITORING_DIR = "${datadir}/appliance/monitoring"
+APPLIANCE_PROMETHEUS_FILES = "appliance-alerts.rules.yml appliance-scrape.yml"
+APPLIANCE_GRAFANA_FILES = "appliance-serving.json appliance-device.json"
 
 do_install() {
-    install -Dm 0644 ${S}/appliance-alerts.rules.yml ${D}${APPLIANCE_MONITORING_DIR}/prometheus/appliance-alerts.rules.yml
-    install -Dm 0644 ${S}/appliance-dashboard.json ${D}${APPLIANCE_MONITORING_DIR}/grafana/appliance-dashboard.json
+    for f in ${APPLIANCE_PROMETHEUS_FILES}; do
+        install -Dm 0644 ${S}/$f ${D}${APPLIANCE_MONITORING_DIR}/prometheus/$f
+    done
+    for f in ${APPLIANCE_GRAFANA_FILES}; do
+        install -Dm 0644 ${S}/$f ${D}${APPLIANCE_MONITORING_DIR}/grafana/$f
+    done
 }
 
 # Also next to the image, where whoever runs the monitoring server picks them up.
 do_deploy() {
-    install -Dm 0644 ${S}/appliance-alerts.rules.yml ${DEPLOYDIR}/appliance-monitoring/appliance-alerts.rules.yml
-    install -Dm 0644 ${S}/appliance-dashboard.json ${DEPLOYDIR}/appliance-monitoring/appliance-dashboard.json
+    for f in ${APPLIANCE_PROMETHEUS_FILES} ${APPLIANCE_GRAFANA_FILES}; do
+        install -Dm 0644 ${S}/$f ${DEPLOYDIR}/appliance-monitoring/$f
+    done
 }
 addtask deploy after do_install before do_build
 

@@ -34,6 +34,7 @@ from .model_config import (
     TensorSpec,
     batching_policy,
     input_specs,
+    latency_objective_s,
     output_specs,
     read_labels,
 )
@@ -91,6 +92,7 @@ class ModelVersion(abc.ABC):
         self._outputs_by_name = {o.name: o for o in self.outputs}
         # A copy of a version served beside it (a canary's baseline) counts under its own label
         self.stats = VersionStats(metrics, name, stats_version or str(version))
+        self.stats.latency_objective_s = latency_objective_s(config, where)
         # Triton's rule: the response cache serves a model whose config enables it, on a server that has one.
         self.cache = cache if config.response_cache.enable else None
         self.digest = ""

@@ -7,6 +7,7 @@ errors, the line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,6 +172,24 @@ def string_parameter(config: mc.ModelConfig, key: str) -> str | None:
     if key in config.parameters:
         return str(config.parameters[key].string_value)
     return None
+
+
+LATENCY_OBJECTIVE = "latency_objective_ms"
+
+
+def latency_objective_s(config: mc.ModelConfig, where: str) -> float | None:
+    """The model's p99 latency objective (``parameters { key: "latency_objective_ms" ... }``), in seconds: exported as
+    ``appliance_model_latency_objective_seconds`` for the alert rules and dashboards; None when it has none."""
+    text = string_parameter(config, LATENCY_OBJECTIVE)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{where}: parameter '{LATENCY_OBJECTIVE}' must be milliseconds above 0, got '{text[:40]}'")
+    return value / 1000
 
 
 def read_labels(model_dir: Path, filename: str) -> list[str]:

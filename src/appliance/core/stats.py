@@ -72,6 +72,11 @@ class Metrics:
         instances = GaugeMetricFamily(
             "appliance_model_instances", "Execution instances of the model version (batched backends).", labels=_LABELS
         )
+        objective = GaugeMetricFamily(
+            "appliance_model_latency_objective_seconds",
+            "The model's p99 latency objective (config parameter latency_objective_ms), for alerts and dashboards.",
+            labels=_LABELS,
+        )
         hits = CounterMetricFamily("appliance_cache_hits", "Requests answered from the response cache.", labels=_LABELS)
         misses = CounterMetricFamily(
             "appliance_cache_misses", "Requests looked up in the response cache and not found.", labels=_LABELS
@@ -94,10 +99,12 @@ class Metrics:
             ready.add_metric(labels, 1 if v.ready else 0)
             if v.instances is not None:
                 instances.add_metric(labels, v.instances())
+            if v.latency_objective_s is not None:
+                objective.add_metric(labels, v.latency_objective_s)
             hits.add_metric(labels, v.cache_hit.count)
             misses.add_metric(labels, v.cache_miss.count)
         yield from (success, failure, inference, execution, queue, compute, request, batch, pending, ready, instances)
-        yield from (hits, misses)
+        yield from (objective, hits, misses)
         if self.cache is not None:
             cache = self.cache.statistics()
             yield CounterMetricFamily(
@@ -185,6 +192,7 @@ class VersionStats:
         self.ready = False
         self.pending: Callable[[], int] = lambda: 0  # requests waiting in the queue, read at scrape time
         self.instances: Callable[[], int] | None = None  # execution instances now (batched backends)
+        self.latency_objective_s: float | None = None  # from the model's config (latency_objective_ms)
         metrics.add(self)
 
     def request_succeeded(self, total_s: float, queue_s: float) -> None:
