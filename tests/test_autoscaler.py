@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from tests.support.fake_jetson_sysfs import AGX_ORIN, write_fake_jetson
 from tests.support.models import write_slow
 
 APPLIANCE = [sys.executable, "-m", "appliance.cli"]
@@ -240,3 +241,43 @@ def test_a_file_naming_a_model_the_service_lacks_is_refused(
     process, log = _daemon(tmp_path, bad, admin)
     assert process.wait(30) == 2
     assert "models.slow.max_instances: must be > 0, got 0" in log.read_text()
+
+
+def test_under_memory_pressure_idle_models_are_parked_and_a_request_loads_one_again(
+    tmp_path: Path, demo_repo: Path, server_factory: Any
+) -> None:
+    """A FAKE AGX Orin whose shared memory is 3 % available: the daemon parks each idle model it may park, one a
+    look, and a request for a parked model still succeeds (it loads again)."""
+    device = write_fake_jetson(tmp_path / "FAKE-agx-orin", AGX_ORIN)
+    (device / "proc/meminfo").write_text("MemTotal: 32000000 kB\nMemAvailable: 1000000 kB\nNvMapMemUsed: 0 kB\n")
+    server = server_factory(demo_repo, "--device-telemetry", "true", "--device-root", str(device))
+    config = f"""\
+service_url = "{server.base}"
+interval_s = 0.2
+[memory]
+min_available_ratio = 0.1
+[models.mlp]
+park_idle_after_s = 0.5
+[models.cnn]
+park_idle_after_s = 0.5
+"""
+    process, log = _daemon(tmp_path, config, None)
+    with httpx.Client(base_url=server.base, timeout=30) as client:
+
+        def parked() -> set[str]:
+            index = client.post("/v2/repository/index", json={}).json()
+            return {e["name"] for e in index if e.get("reason", "").startswith("parked")}
+
+        try:
+            _wait_for(lambda: parked() == {"mlp", "cnn"}, 30, "idle models not parked", log)
+        finally:
+            assert _stop(process) == 0, log.read_text()
+        decisions = [d for d in client.get("/v2/autoscaler/decisions").json()["decisions"] if d["action"] == "park"]
+        assert sorted(d["model"] for d in decisions) == ["cnn", "mlp"] and decisions[0]["time"] < decisions[1]["time"]
+        first = decisions[0]
+        assert first["applied"] and first["desired"] == 0 and first["inputs"]["available_ratio"] == 0.0312
+        assert first["reason"].startswith("available memory 3.1% below 10%: idle for ")
+        assert first["inputs"]["load_seconds"] > 0 and first["inputs"]["idle_s"] >= 0.5
+        vector = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.1] * 64}]}
+        assert client.post("/v2/models/mlp/infer", json=vector).status_code == 200  # loads again, then answers
+        assert parked() == {"cnn"}

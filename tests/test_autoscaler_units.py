@@ -29,7 +29,7 @@ def test_the_shipped_configuration_loads(tmp_path: Path) -> None:
     (tmp_path / "autoscaler.toml").write_text(text)
     config = load_config(tmp_path / "autoscaler.toml")
     assert config.service_url == "http://127.0.0.1:8000" and not config.dry_run
-    assert config.model_policies() == {} and not config.power.enabled
+    assert config.model_policies() == {} and not config.power.enabled and config.memory.min_available_ratio == 0
 
 
 @pytest.mark.parametrize(
@@ -49,6 +49,9 @@ def test_the_shipped_configuration_loads(tmp_path: Path) -> None:
         ("[power]\nenabled = true\nmodes = [1]\n", "power.modes: stepping needs at least two modes"),
         ("[power]\nmodes = [1, 1]\n", "power.modes: mode numbers from 0 to 99, each once"),
         ("[power]\nup_gpu_load = 0.3\ndown_gpu_load = 0.5\n", "power: down_gpu_load 0.5 must be below up_gpu_load 0.3"),
+        ("[memory]\nmin_available_ratio = 1.5\n", "memory.min_available_ratio: a share of the memory, below 1"),
+        ("[memory]\nmin_free = 0.1\n", "memory.min_free: unknown field"),
+        ("[models.cnn]\npark_idle_after_s = -1\n", "models.cnn.park_idle_after_s: must be >= 0, got -1"),
         ("[models.cnn\n", "Expected ']'"),
     ],
 )
@@ -255,7 +258,7 @@ GOOD = {"time": 1.5, "model": "m", "action": "up", "current": 1, "desired": 2, "
     ("change", "message"),
     [
         ({"time": "now"}, "'d.time' must be a number"),
-        ({"action": "sideways"}, "'d.action' must be one of up, down, hold, power_up, power_down"),
+        ({"action": "sideways"}, "'d.action' must be one of up, down, hold, park, power_up, power_down"),
         ({"current": -1}, "'d.current' must be a whole number from 0"),
         ({"desired": True}, "'d.desired' must be a whole number from 0"),
         ({"reason": "x" * 600}, "'d.reason' must be a string of at most 512 characters"),

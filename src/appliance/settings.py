@@ -194,6 +194,10 @@ class Settings(BaseSettings):
     exit_timeout_secs: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long to wait for in-flight and queued requests to finish before exiting anyway."""
 
+    park_wake_timeout_s: float = Field(default=60.0, gt=0)
+    """How long a request for a parked model (unloaded by the autoscaler to free memory) waits for the model to
+    load again before it gets 503; the load goes on, and later requests find the model ready."""
+
     max_request_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     """Largest accepted request body (REST) or message (gRPC); larger ones get 413 / RESOURCE_EXHAUSTED."""
 

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from .errors import InvalidArgument
 
 KEEP = 1000
-ACTIONS = ("up", "down", "hold", "power_up", "power_down")
+ACTIONS = ("up", "down", "hold", "park", "power_up", "power_down")
 _MAX_TEXT = 512
 _MAX_INPUTS = 32
 

@@ -25,7 +25,7 @@ from .model import ModelVersion, State
 from .model_config import ModelConfig
 from .poller import RepositoryPoller
 from .redis_cache import RedisResponseCache
-from .repository import LoadOptions, ModelRepository
+from .repository import LoadOptions, ModelRepository, Parked
 from .routes import RouteTable
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
@@ -76,6 +76,7 @@ class DataPlane:
         self.metrics.registry.register(self.routes)
         self.autoscaler = AutoscalerDecisions()  # what appliance autoscale reports
         self.metrics.registry.register(self.autoscaler)
+        self.metrics.registry.register(self.repository)  # parked models, and what each load took
         self.build_id = settings.resolved_build_id()
         # With auth off there is no guard, and the adapters route requests straight to their handlers.
         self.guard = Guard(settings) if settings.auth else None
@@ -242,6 +243,13 @@ class DataPlane:
         except LoadError as exc:
             raise InvalidArgument(str(exc)) from None
 
+    async def park_model(self, name: str) -> None:
+        """Unload a model to free memory until its next request loads it again (the autoscaler's memory lever), in
+        any model control mode; refused (409) while it has requests in flight."""
+        if name in self.routes:
+            raise InvalidArgument(f"'{name}' is a route: park the models of its arms")
+        await self.repository.park(name)
+
     async def unload_model(self, name: str) -> None:
         self._check_explicit("unload")
         await self.repository.unload(name)
@@ -281,13 +289,22 @@ class DataPlane:
             raise Unavailable("server is shutting down and accepts no new requests")
         route = self.routes.get(request.model_name)
         # An unknown model fails here, before it counts as in flight
-        served = self.repository.get(request.model_name, request.model_version) if route is None else None
+        try:
+            served = self.repository.get(request.model_name, request.model_version) if route is None else None
+        except Parked:  # loaded again for this request, which waits (bounded) instead of failing
+            served = await self.repository.wake(
+                request.model_name, request.model_version, self.settings.park_wake_timeout_s
+            )
         self._inflight += 1
         self._idle.clear()
         try:
             if served is None:
                 assert route is not None
-                return await route.infer(request)
+                try:
+                    return await route.infer(request)
+                except Parked as parked:  # an arm's model: wake it, then the route picks again
+                    await self.repository.wake(parked.name, "", self.settings.park_wake_timeout_s)
+                    return await route.infer(request)
             return await self._infer_on(served, request, False)
         finally:
             self._inflight -= 1

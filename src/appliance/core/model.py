@@ -93,6 +93,7 @@ class ModelVersion(abc.ABC):
         # A copy of a version served beside it (a canary's baseline) counts under its own label
         self.stats = VersionStats(metrics, name, stats_version or str(version))
         self.stats.latency_objective_s = latency_objective_s(config, where)
+        self.in_flight = 0  # requests inside infer() now
         # Triton's rule: the response cache serves a model whose config enables it, on a server that has one.
         self.cache = cache if config.response_cache.enable else None
         self.digest = ""
@@ -211,6 +212,7 @@ class ModelVersion(abc.ABC):
         # perf_counter, not loop.time(): uvloop's clock has millisecond resolution and is cached per loop pass,
         # which made every sub-millisecond request last 0 ns in the statistics.
         start = time.perf_counter()
+        self.in_flight += 1  # a model with requests in flight is never parked
         try:
             inputs, batch_size, shape_key = self.check(request)
             key, lookup_s = b"", 0.0
@@ -235,6 +237,8 @@ class ModelVersion(abc.ABC):
         except asyncio.CancelledError:
             self.stats.request_failed(Status.CANCELLED, time.perf_counter() - start)
             raise
+        finally:
+            self.in_flight -= 1
         self.stats.request_succeeded(time.perf_counter() - start, queued_s)
         return response
 

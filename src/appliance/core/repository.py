@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import json_format
+from prometheus_client.core import GaugeMetricFamily, Metric
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .backend import BackendUnreachable, FactoryFor, LoadError
@@ -22,6 +25,7 @@ from .cache import ResponseCache
 from .errors import (
     Conflict,
     InvalidArgument,
+    Unavailable,
     no_available_versions,
     unknown_model,
     unknown_version,
@@ -34,6 +38,7 @@ from .stats import Metrics
 
 #: The most execution instances a model version may have (an Orin has 6 to 12 cores and one GPU).
 MAX_INSTANCES = 64
+PARKED = "parked: loads again on its next request"
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,9 @@ class ModelEntry:
     state: State = State.UNAVAILABLE  # of the model as a whole, for the index
     reason: str = ""
     retry: bool = False  # its backend was unreachable: refresh() loads it again
+    parked: bool = False  # unloaded to free memory; its next request loads it again (park(), wake())
+    load_seconds: float | None = None  # what its last successful load took
+    memory_bytes: int | None = None  # the resident memory its last successful load added (an estimate)
 
     def ready_versions(self) -> list[int]:
         return sorted(v for v, s in self.versions.items() if s.state is State.READY)
@@ -99,6 +107,8 @@ class ModelRepository:
         entry = self.models.get(name)
         if entry is None:
             raise unknown_model(name)
+        if entry.parked:
+            raise Parked(name)
         if not version:
             ready = entry.ready_versions()
             if not ready:
@@ -166,14 +176,16 @@ class ModelRepository:
         async with self._lock(name):
             entry = self.models.setdefault(name, ModelEntry(name))
             previous = {v: s for v, s in entry.versions.items() if s.served is not None}
+            # A parked model stays parked until this load ends: requests meanwhile wait for it (wake()).
             entry.state, entry.reason = State.LOADING, ""
             try:
-                config, loaded, errors = await asyncio.to_thread(self._load_files, name, config_json)
+                config, loaded, errors = await asyncio.to_thread(self._measured_load, entry, config_json)
             except (ConfigError, LoadError) as exc:
                 # What served before keeps serving; the error is reported
                 entry.state = State.READY if previous else State.UNAVAILABLE
                 entry.reason = str(exc)
                 entry.retry = isinstance(exc, BackendUnreachable)
+                entry.parked = False  # the reason says why it is not serving; requests fail fast on it
                 if not previous:
                     entry.versions = {}
                 log.error("model '%s' failed to load: %s", name, exc)
@@ -188,7 +200,7 @@ class ModelRepository:
                 # never takes a model away); one that did not is unavailable, with the reason.
                 before = previous.pop(version) if version in previous else None
                 versions[version] = before or VersionStatus(State.UNAVAILABLE, reason)
-            entry.config, entry.versions = config, versions
+            entry.config, entry.versions, entry.parked = config, versions, False
             serving = any(s.state is State.READY for s in versions.values())
             entry.state = State.READY if serving else State.UNAVAILABLE
             entry.reason = "; ".join(f"version {v}: {r}" for v, r in failed.items())
@@ -202,6 +214,19 @@ class ModelRepository:
                 kept = [str(v) for v in failed if versions[v].state is State.READY]
                 still = f"; the previous version {', '.join(kept)} keeps serving" if kept else ""
                 raise LoadError(f"failed to load '{name}': {entry.reason}{still}")
+
+    def _measured_load(
+        self, entry: ModelEntry, config_json: str | None
+    ) -> tuple[mc.ModelConfig, dict[int, ModelVersion], dict[int, LoadError | ConfigError]]:
+        """:meth:`_load_files`, recording what it took: seconds, and the resident memory it added (loads of other
+        models at the same time blur the latter; it is what the autoscaler weighs, not an account)."""
+        before, start = resident_bytes(), time.perf_counter()
+        config, loaded, errors = self._load_files(entry.name, config_json)
+        if loaded:
+            entry.load_seconds = time.perf_counter() - start
+            after = resident_bytes()
+            entry.memory_bytes = None if before is None or after is None else max(after - before, 0)
+        return config, loaded, errors
 
     def _load_files(
         self, name: str, config_json: str | None
@@ -290,7 +315,69 @@ class ModelRepository:
                 await status.served.stop()
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, "unloaded"
-            entry.state, entry.reason, entry.retry = State.UNAVAILABLE, "unloaded", False
+            entry.state, entry.reason, entry.retry, entry.parked = State.UNAVAILABLE, "unloaded", False, False
+
+    async def park(self, name: str) -> None:
+        """Unload a model to free its memory, to be loaded again by its next request (:meth:`wake`). Refused
+        (Conflict) while it has requests in flight; a request that comes while it parks waits for the reload."""
+        entry = self.models.get(name)
+        if entry is None:
+            raise unknown_model(name)
+        async with self._lock(name):
+            serving = [s for s in entry.versions.values() if s.served is not None]
+            if entry.parked:
+                raise Conflict(f"model '{name}' is parked already")
+            if not serving:
+                raise Conflict(f"model '{name}' is not loaded: nothing to park")
+            busy = sum(s.served.in_flight for s in serving if s.served is not None)
+            if busy:
+                raise Conflict(f"model '{name}' has {busy} requests in flight: not parked")
+            entry.parked = True  # from here on, requests wait for wake() instead of failing
+            for status in serving:
+                assert status.served is not None
+                await status.served.stop()
+                status.served = None
+                status.state, status.reason = State.UNAVAILABLE, PARKED
+            entry.state, entry.reason = State.UNAVAILABLE, PARKED
+        log.info(
+            "model '%s' parked (%s MB freed, %.2f s to load again)",
+            name,
+            _mb(entry.memory_bytes),
+            entry.load_seconds or 0,
+        )
+
+    async def wake(self, name: str, version: str, timeout_s: float) -> ModelVersion:
+        """The version that serves a request for a parked model, once the model has loaded again; loads are shared
+        by every request that waits. Unavailable when it does not load within ``timeout_s`` (it goes on loading)
+        or fails to."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.load(name)), timeout_s)
+        except TimeoutError:
+            raise Unavailable(
+                f"model '{name}' is loading again after it was parked and was not ready within {timeout_s:g} s"
+            ) from None
+        except LoadError as exc:
+            raise Unavailable(str(exc)) from None
+        return self.get(name, version)
+
+    def collect(self) -> Iterator[Metric]:
+        """What parking weighs, per model: ``appliance_model_parked``, and what its last load took."""
+        parked = GaugeMetricFamily("appliance_model_parked", "1 while the model is parked.", labels=["model"])
+        seconds = GaugeMetricFamily(
+            "appliance_model_load_duration_seconds", "What the model's last load took.", labels=["model"]
+        )
+        memory = GaugeMetricFamily(
+            "appliance_model_memory_bytes",
+            "Resident memory the model's last load added (an estimate).",
+            labels=["model"],
+        )
+        for name, entry in sorted(self.models.items()):
+            parked.add_metric([name], int(entry.parked))
+            if entry.load_seconds is not None:
+                seconds.add_metric([name], entry.load_seconds)
+            if entry.memory_bytes is not None:
+                memory.add_metric([name], entry.memory_bytes)
+        yield from (parked, seconds, memory)
 
     async def set_instances(self, name: str, count: int) -> bool:
         """Serve ``name`` on ``count`` execution instances per version, without failing a request. In place
@@ -356,6 +443,28 @@ class ModelRepository:
 
     def served_versions(self) -> list[ModelVersion]:
         return [s.served for e in self.models.values() for s in e.versions.values() if s.served is not None]
+
+
+class Parked(Unavailable):
+    """:meth:`ModelRepository.get` on a parked model: UNAVAILABLE to every caller but inference, which wakes the
+    model (:meth:`ModelRepository.wake`) and waits for it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(no_available_versions(name, PARKED).message)
+        self.name = name
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (``/proc/self/statm``); None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _mb(value: int | None) -> str:
+    return "?" if value is None else f"{value / 1e6:.0f}"
 
 
 def _reason(exc: LoadError | ConfigError) -> str:

@@ -164,6 +164,7 @@ def routes(
         post("/v2/repository/models/{model}/load", e.repository_load, op.REPOSITORY_LOAD, "repository", "Load"),
         post("/v2/repository/models/{model}/unload", e.repository_unload, op.REPOSITORY_UNLOAD, "repository", "Unload"),
         post("/v2/repository/models/{model}/instances", e.model_instances, op.MODEL_INSTANCES, "repository", "Count"),
+        post("/v2/repository/models/{model}/park", e.model_park, op.MODEL_PARK, "repository", "Unload until needed"),
         get("/v2/routes", e.routes, op.ROUTES_READ, "routes", "Every route, with its arms' figures and decisions"),
         get("/v2/routes/{name}", e.route, op.ROUTES_READ, "routes", "One route"),
         route("PUT", "/v2/routes/{name}", e.route_declare, op.ROUTE_DECLARE, tags=["routes"], summary="Declare"),

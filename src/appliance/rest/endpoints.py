@@ -341,6 +341,12 @@ class Endpoints:
         in_place = await self._dp.set_instances(model, count)
         return JSONResponse({"model": model, "instances": count, "in_place": in_place})
 
+    async def model_park(self, model: str, request: Request) -> Response:
+        """Unload the model until its next request loads it again; 409 while it has requests in flight."""
+        await self._json_body(request)
+        await self._dp.park_model(model)
+        return JSONResponse({"model": model, "parked": True})
+
     async def repository_unload(self, model: str, request: Request) -> Response:
         await self._json_body(request)
         await self._dp.unload_model(model)

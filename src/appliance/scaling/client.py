@@ -67,5 +67,9 @@ class AdminClient:
         answer = json.loads(self._call("POST", path, {"count": count}))
         return bool(answer.get("in_place"))
 
+    def park(self, model: str) -> None:
+        """Unload ``model`` until its next request (409 while it has requests in flight)."""
+        self._call("POST", f"/v2/repository/models/{urllib.parse.quote(model, safe='')}/park", {})
+
     def report(self, decisions: list[Decision]) -> None:
         self._call("POST", "/v2/autoscaler/decisions", {"decisions": [d.to_json() for d in decisions]})

@@ -30,6 +30,7 @@ class ModelPolicy:
     scale_down_delay_s: float = 300.0
     tolerance: float = 0.1
     gpu_load_ceiling: float = 0.95
+    park_idle_after_s: float = 0.0  # 0: never parked; else may be parked under memory pressure once this idle
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,19 +49,27 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True, slots=True)
+class MemoryPolicy:
+    """Parking idle models while the memory CPU and GPU share runs low."""
+
+    min_available_ratio: float = 0.0  # 0: never park
+
+
+@dataclass(frozen=True, slots=True)
 class AutoscalerConfig:
     service_url: str = DEFAULT_SERVICE_URL
     interval_s: float = 5.0
     dry_run: bool = False
     models: dict[str, ModelPolicy] | None = None  # None: none configured
     power: PowerPolicy = PowerPolicy()
+    memory: MemoryPolicy = MemoryPolicy()
     source: str = "(defaults)"
 
     def model_policies(self) -> dict[str, ModelPolicy]:
         return dict(self.models or {})
 
 
-_TOP = {"service_url", "interval_s", "dry_run", "defaults", "models", "power"}
+_TOP = {"service_url", "interval_s", "dry_run", "defaults", "models", "power", "memory"}
 
 
 def _number(where: str, value: Any, positive: bool = False, whole: bool = False) -> float:
@@ -132,6 +141,18 @@ def _power(where: str, table: Any) -> PowerPolicy:
     return policy
 
 
+def _memory(where: str, table: Any) -> MemoryPolicy:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    for key in table:
+        if key != "min_available_ratio":
+            raise ConfigError(f"{where}.{key}: unknown field (known: min_available_ratio)")
+    ratio = float(_number(f"{where}.min_available_ratio", table.get("min_available_ratio", 0.0)))
+    if ratio >= 1:
+        raise ConfigError(f"{where}.min_available_ratio: a share of the memory, below 1, got {ratio}")
+    return MemoryPolicy(ratio)
+
+
 def parse_config(doc: dict[str, Any], source: str) -> AutoscalerConfig:
     for key in doc:
         if key not in _TOP:
@@ -149,7 +170,8 @@ def parse_config(doc: dict[str, Any], source: str) -> AutoscalerConfig:
         raise ConfigError(f"{source}: models: must be a table of [models.NAME] tables")
     models = {name: _model_policy(f"{source}: models.{name}", t, defaults) for name, t in tables.items()}
     power = _power(f"{source}: power", doc.get("power", {}))
-    return AutoscalerConfig(url.rstrip("/"), interval, dry_run, models, power, source)
+    memory = _memory(f"{source}: memory", doc.get("memory", {}))
+    return AutoscalerConfig(url.rstrip("/"), interval, dry_run, models, power, memory, source)
 
 
 def load_config(path: Path) -> AutoscalerConfig:

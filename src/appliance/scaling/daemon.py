@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ class Autoscaler:
         self._previous: Scrape | None = None
         self._unreported: list[Decision] = []
         self._checked = False
+        self._last_active: dict[str, float] = {}  # when each model last had a request (monotonic)
 
     def step(self) -> list[Decision]:
         """One look; the decisions it made. ServiceError when the service cannot be read."""
@@ -73,7 +75,20 @@ class Autoscaler:
         decisions: list[Decision] = []
         current_loads = loads(previous, scrape)
         for name, state in self._models.items():
-            decision = self._decide_model(name, state, current_loads.get(name), now)
+            load = current_loads.get(name)
+            if (
+                load is None
+                or load.request_rate > 0
+                or load.pending > 0
+                or load.ongoing > 0
+                or name not in self._last_active
+            ):
+                self._last_active[name] = now
+            decision = self._decide_model(name, state, load, now)
+            if decision is not None:
+                decisions.append(decision)
+        if self.config.memory.min_available_ratio > 0:
+            decision = self._decide_park(scrape, current_loads, now)
             if decision is not None:
                 decisions.append(decision)
         if self._power is not None:
@@ -120,6 +135,8 @@ class Autoscaler:
 
     def _decide_model(self, name: str, state: _ModelState, load: ModelLoad | None, now: float) -> Decision | None:
         policy = state.stabiliser.policy
+        if load is not None and load.parked:
+            return self._note(name, state, "parked", "parked: loads again on its next request", 0, {})
         if load is None or not load.ready:
             return self._note(name, state, "not_loaded", "not loaded: nothing to scale", 0, {})
         if load.instances < 1:
@@ -164,6 +181,47 @@ class Autoscaler:
             applied=applied,
             error=error,
         )
+
+    def _decide_park(self, scrape: Scrape, current: dict[str, ModelLoad], now: float) -> Decision | None:
+        """Under memory pressure, park one idle model: the one that frees the most memory per second of reload."""
+        available, total = scrape.memory_available, scrape.memory_total
+        threshold = self.config.memory.min_available_ratio
+        if available is None or not total or available / total >= threshold:
+            return None
+        candidates = []
+        for name, state in self._models.items():
+            load, after = current.get(name), state.stabiliser.policy.park_idle_after_s
+            idle_s = now - self._last_active.get(name, now)
+            if load is None or not load.ready or load.parked or after <= 0 or idle_s < after or now < state.retry_after:
+                continue
+            memory = load.memory_bytes or 0.0
+            cost = (load.load_seconds if load.load_seconds is not None else math.inf) / max(memory, 1.0)
+            candidates.append((cost, name, load, idle_s))
+        if not candidates:
+            return None
+        _, name, load, idle_s = min(candidates)
+        state = self._models[name]
+        inputs: dict[str, float | None] = {
+            "available_ratio": round(available / total, 4),
+            "memory_bytes": load.memory_bytes,
+            "load_seconds": load.load_seconds,
+            "idle_s": round(idle_s, 1),
+        }
+        reason = (
+            f"available memory {available / total:.1%} below {threshold:.0%}: idle for {idle_s:.0f} s, "
+            f"frees about {(load.memory_bytes or 0) / 1e6:.0f} MB, loads again in {load.load_seconds or 0:.2f} s"
+        )
+        applied, error = False, ""
+        if not self.config.dry_run:
+            try:
+                self.client.park(name)
+                applied = True
+            except ServiceError as exc:
+                if exc.retryable:
+                    raise
+                error = str(exc)
+        state.retry_after = now + RETRY_FAILED_CHANGE_S  # not again before the scrapes show what came of it
+        return self._decision(name, "park", load.instances, 0, reason, inputs=inputs, applied=applied, error=error)
 
     def _decide_power(self, scrape: Scrape) -> Decision | None:
         assert self._power is not None

@@ -30,6 +30,9 @@ class _Counters:
     pending: float = 0.0
     instances: float = 0.0
     ready: bool = False
+    parked: bool = False
+    load_seconds: float | None = None
+    memory_bytes: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class Scrape:
     models: dict[str, _Counters]
     gpu_load: float | None
     power_mode: int | None = None  # the nvpmodel mode the device reports
+    memory_available: float | None = None  # bytes, of the memory CPU and GPU share
+    memory_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,9 @@ class ModelLoad:
     request_rate: float
     p95_s: float | None
     gpu_load: float | None
+    parked: bool = False
+    load_seconds: float | None = None  # what its last load took
+    memory_bytes: float | None = None  # what its last load added to the service's resident memory
 
     def inputs(self) -> dict[str, float | None]:
         """The figures a decision is made on, as it records them."""
@@ -70,10 +78,14 @@ def parse_scrape(text: str, now: float) -> Scrape:
     models: dict[str, _Counters] = {}
     gpu_load: float | None = None
     power_mode: int | None = None
+    memory: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         name = family.name
         if name == "appliance_device_gpu_load_ratio":
             gpu_load = family.samples[0].value if family.samples else None
+            continue
+        if name == "appliance_device_memory_bytes":
+            memory = {s.labels.get("kind", ""): s.value for s in family.samples}
             continue
         if name == "appliance_device_power_mode":
             ids = [s.labels.get("id", "") for s in family.samples]
@@ -84,6 +96,9 @@ def parse_scrape(text: str, now: float) -> Scrape:
             "appliance_pending_requests",
             "appliance_model_instances",
             "appliance_model_ready",
+            "appliance_model_parked",
+            "appliance_model_load_duration_seconds",
+            "appliance_model_memory_bytes",
         ):
             continue
         for sample in family.samples:
@@ -104,7 +119,13 @@ def parse_scrape(text: str, now: float) -> Scrape:
                 c.instances = max(c.instances, sample.value)
             elif name == "appliance_model_ready":
                 c.ready = c.ready or sample.value == 1
-    return Scrape(now, models, gpu_load, power_mode)
+            elif name == "appliance_model_parked":
+                c.parked = sample.value == 1
+            elif name == "appliance_model_load_duration_seconds":
+                c.load_seconds = sample.value
+            elif name == "appliance_model_memory_bytes":
+                c.memory_bytes = sample.value
+    return Scrape(now, models, gpu_load, power_mode, memory.get("available"), memory.get("total"))
 
 
 def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
@@ -148,5 +169,8 @@ def loads(before: Scrape, after: Scrape) -> dict[str, ModelLoad]:
             request_rate=requests / dt if dt > 0 else 0.0,
             p95_s=p95,
             gpu_load=after.gpu_load,
+            parked=now.parked,
+            load_seconds=now.load_seconds,
+            memory_bytes=now.memory_bytes,
         )
     return out

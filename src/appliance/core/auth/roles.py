@@ -45,6 +45,7 @@ class Operation(enum.Enum):
     REPOSITORY_LOAD = "repository_load"
     REPOSITORY_UNLOAD = "repository_unload"
     MODEL_INSTANCES = "model_instances"  # the autoscaler's lever
+    MODEL_PARK = "model_park"  # the autoscaler's memory lever: unload until the next request
     INFER = "infer"
     SHARED_MEMORY_STATUS = "shared_memory_status"
     SHARED_MEMORY_REGISTER = "shared_memory_register"
@@ -90,6 +91,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.REPOSITORY_LOAD: Role.ADMIN,
     Operation.REPOSITORY_UNLOAD: Role.ADMIN,
     Operation.MODEL_INSTANCES: Role.ADMIN,
+    Operation.MODEL_PARK: Role.ADMIN,
     Operation.AUTOSCALER_REPORT: Role.ADMIN,
     Operation.ROUTE_DECLARE: Role.ADMIN,
     Operation.ROUTE_DELETE: Role.ADMIN,

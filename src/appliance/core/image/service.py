@@ -18,6 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InvalidArgument
+from ..repository import Parked
 from ..types import InferRequest, InputTensor, RequestedOutput
 from .postprocess import Detection, Label, classify, detect
 from .preprocess import Geometry, prepare
@@ -79,7 +80,11 @@ class ImageInference:
             raise InvalidArgument(f"no '{FIELD}' in the request")
         if len(images) > MAX_IMAGES:
             raise InvalidArgument(f"{len(images)} '{FIELD}' fields: at most {MAX_IMAGES} images a request")
-        spec = self.spec(name, version)
+        try:
+            spec = self.spec(name, version)
+        except Parked:  # loaded again for this request (bounded), as for any inference
+            await self._dp.repository.wake(name, version, self._dp.settings.park_wake_timeout_s)
+            spec = self.spec(name, version)
         limit = self._dp.settings.image_max_pixels
         count = len(images)
         prepared = await asyncio.gather(
