@@ -281,3 +281,58 @@ park_idle_after_s = 0.5
         vector = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.1] * 64}]}
         assert client.post("/v2/models/mlp/infer", json=vector).status_code == 200  # loads again, then answers
         assert parked() == {"cnn"}
+
+
+def test_under_sustained_gpu_load_it_asks_for_the_next_power_mode_and_root_applies_it(
+    tmp_path: Path, demo_repo: Path, server_factory: Any
+) -> None:
+    """A FAKE AGX Orin at 45 % GPU load in mode 3 (50 W): above up_gpu_load for up_after_s, the daemon writes a
+    request for the next mode up (0, MAXN); root's 'appliance power-mode' applies it with a FAKE nvpmodel."""
+    device = write_fake_jetson(tmp_path / "FAKE-agx-orin", AGX_ORIN)
+    server = server_factory(demo_repo, "--device-telemetry", "true", "--device-root", str(device))
+    config = f"""\
+service_url = "{server.base}"
+interval_s = 0.2
+[power]
+enabled = true
+modes = [1, 2, 3, 0]
+up_gpu_load = 0.4
+down_gpu_load = 0.1
+up_after_s = 0.5
+"""
+    request = tmp_path / "run" / "power-mode"
+    process, log = _daemon(tmp_path, config, None, "--power-request-file", str(request))
+    try:
+        _wait_for(request.exists, 30, "no power mode request", log)
+    finally:
+        assert _stop(process) == 0, log.read_text()
+    assert request.read_text() == "0\n"
+    decisions = httpx.get(f"{server.base}/v2/autoscaler/decisions", timeout=30).json()["decisions"]
+    power = [d for d in decisions if d["action"] == "power_up"]
+    assert [(d["model"], d["current"], d["desired"], d["applied"]) for d in power] == [("", 3, 0, True)]
+    assert power[0]["inputs"] == {"gpu_load": 0.452, "power_mode": 3}
+    assert "GPU load above 0.4 for 0.5 s (0.45)" in power[0]["reason"]
+    metrics = httpx.get(f"{server.base}/metrics", timeout=30).text
+    assert "appliance_autoscaler_power_mode 0.0" in metrics
+
+    fake_nvpmodel = tmp_path / "fake_nvpmodel"  # this machine has no nvpmodel
+    fake_nvpmodel.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "fake_nvpmodel.args"}\n')
+    fake_nvpmodel.chmod(0o755)
+    applied = subprocess.run(
+        [
+            *APPLIANCE,
+            "power-mode",
+            "--config",
+            str(tmp_path / "autoscaler.toml"),
+            "--request",
+            str(request),
+            "--nvpmodel",
+            str(fake_nvpmodel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert (tmp_path / "fake_nvpmodel.args").read_text() == "-m 0\n"
+    assert "power mode 0 applied" in applied.stderr

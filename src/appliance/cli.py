@@ -277,6 +277,13 @@ def _autoscale_parser(sub: Any) -> None:
         "none: the service runs with auth off",
     )
     autoscale.add_argument("--dry-run", action="store_true", help="decide and log, change nothing (or dry_run = true)")
+    autoscale.add_argument(
+        "--power-request-file",
+        type=Path,
+        default=Path("/run/appliance-autoscaler/power-mode"),
+        metavar="FILE",
+        help="where a power mode request is written for appliance-power-mode.path (default: %(default)s)",
+    )
     autoscale.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     power = sub.add_parser(
         "power-mode",
@@ -298,6 +305,7 @@ def _autoscale(args: argparse.Namespace) -> int:
     from .scaling.client import AdminClient
     from .scaling.config import ConfigError, load_config
     from .scaling.daemon import Autoscaler
+    from .scaling.power import request_mode
 
     prog = "appliance autoscale"
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -326,7 +334,10 @@ def _autoscale(args: argparse.Namespace) -> int:
         " (dry run)" if config.dry_run else "",
     )
     try:
-        Autoscaler(config, AdminClient(config.service_url, key)).run(stop)
+        path = args.power_request_file
+        Autoscaler(config, AdminClient(config.service_url, key), power_request=lambda m: request_mode(m, path)).run(
+            stop
+        )
     except ConfigError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2

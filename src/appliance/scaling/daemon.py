@@ -110,16 +110,21 @@ class Autoscaler:
         self._report(decisions)
         return decisions
 
-    def _decision(self, model: str, action: str, current: int, desired: int, reason: str, **kw: object) -> Decision:
+    def _decision(
+        self,
+        model: str,
+        action: str,
+        current: int,
+        desired: int,
+        reason: str,
+        inputs: dict[str, float | None],
+        *,
+        at_max: bool = False,
+        applied: bool = False,
+        error: str = "",
+    ) -> Decision:
         return Decision(
-            time=self._wall(),
-            model=model,
-            action=action,
-            current=current,
-            desired=desired,
-            reason=reason,
-            dry_run=self.config.dry_run,
-            **kw,  # type: ignore[arg-type]
+            self._wall(), model, action, current, desired, reason, inputs, at_max, self.config.dry_run, applied, error
         )
 
     def _note(
