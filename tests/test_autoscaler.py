@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,52 +19,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
+from tests.support.autoscaler import APPLIANCE, create_key, start_daemon, stop_daemon, wait_for
 from tests.support.fake_jetson_sysfs import AGX_ORIN, write_fake_jetson
 from tests.support.models import write_slow
-
-APPLIANCE = [sys.executable, "-m", "appliance.cli"]
-
-
-def _key(keys_file: Path, role: str) -> str:
-    return subprocess.run(
-        [*APPLIANCE, "keys", "create", "--keys-file", str(keys_file), "--role", role, "--name", role],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.strip()
-
-
-def _daemon(tmp_path: Path, config: str, key: str | None, *extra: str) -> tuple[subprocess.Popen[str], Path]:
-    (tmp_path / "autoscaler.toml").write_text(config)
-    log = tmp_path / "autoscaler.log"
-    command = [*APPLIANCE, "autoscale", "--config", str(tmp_path / "autoscaler.toml"), *extra]
-    if key is not None:
-        (tmp_path / "admin-key").write_text(key + "\n")
-        command += ["--admin-key-file", str(tmp_path / "admin-key")]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
-    return process, log
-
-
-def _stop(process: subprocess.Popen[str]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
-
-
-def _wait_for(predicate: Any, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout} s; autoscaler log:\n{log.read_text()}")
 
 
 @pytest.fixture
@@ -74,7 +29,7 @@ def secured(tmp_path: Path, server_factory: Any) -> tuple[Any, str, str, Path]:
     repo = tmp_path / "repo"
     write_slow(repo, "slow", max_batch_size=1, dynamic_batching=None)
     keys_file, audit = tmp_path / "keys.json", tmp_path / "audit.jsonl"
-    admin, read = _key(keys_file, "admin"), _key(keys_file, "read")
+    admin, read = create_key(keys_file, "admin"), create_key(keys_file, "read")
     server = server_factory(repo, "--auth", "true", "--keys-file", str(keys_file), "--audit-log-file", str(audit))
     return server, admin, read, audit
 
@@ -113,7 +68,7 @@ def test_the_daemon_scales_up_under_load_and_down_after_it_with_no_failed_reques
                 failures.append(repr(exc))
                 time.sleep(0.1)
 
-    process, log = _daemon(tmp_path, CONFIG.format(url=server.base), admin)
+    process, log = start_daemon(tmp_path, CONFIG.format(url=server.base), admin)
     with httpx.Client(base_url=server.base, timeout=30, headers=as_admin) as client:
 
         def instances() -> int:
@@ -124,8 +79,8 @@ def test_the_daemon_scales_up_under_load_and_down_after_it_with_no_failed_reques
             with ThreadPoolExecutor(6) as pool:
                 workers = [pool.submit(load) for _ in range(6)]  # about six requests in flight
                 try:
-                    _wait_for(lambda: instances() == 3, 60, "no scale up to max_instances 3", log)
-                    _wait_for(
+                    wait_for(lambda: instances() == 3, 60, "no scale up to max_instances 3", log)
+                    wait_for(
                         lambda: any(d["at_max"] for d in client.get("/v2/autoscaler/decisions").json()["decisions"]),
                         30,
                         "no decision held at max",
@@ -135,9 +90,9 @@ def test_the_daemon_scales_up_under_load_and_down_after_it_with_no_failed_reques
                     stop.set()
                 for worker in workers:
                     worker.result()
-            _wait_for(lambda: instances() == 1, 60, "no scale down to min_instances 1 once idle", log)
+            wait_for(lambda: instances() == 1, 60, "no scale down to min_instances 1 once idle", log)
         finally:
-            assert _stop(process) == 0, log.read_text()
+            assert stop_daemon(process) == 0, log.read_text()
         assert failures == [] and done[0] > 100
 
         decisions = client.get("/v2/autoscaler/decisions", params={"model": "slow"}).json()["decisions"]
@@ -166,17 +121,17 @@ def test_a_dry_run_decides_and_changes_nothing(tmp_path: Path, secured: tuple[An
     server, admin, _, _ = secured
     as_admin = {"Authorization": f"Bearer {admin}"}
     config = CONFIG.format(url=server.base).replace("min_instances = 1", "min_instances = 2")  # wants 2 at once
-    process, log = _daemon(tmp_path, config, admin, "--dry-run")
+    process, log = start_daemon(tmp_path, config, admin, "--dry-run")
     with httpx.Client(base_url=server.base, timeout=30, headers=as_admin) as client:
         try:
-            _wait_for(
+            wait_for(
                 lambda: any(d["action"] == "up" for d in client.get("/v2/autoscaler/decisions").json()["decisions"]),
                 30,
                 "no dry-run decision",
                 log,
             )
         finally:
-            assert _stop(process) == 0
+            assert stop_daemon(process) == 0
         decision = next(d for d in client.get("/v2/autoscaler/decisions").json()["decisions"] if d["action"] == "up")
         assert (decision["current"], decision["desired"], decision["dry_run"], decision["applied"]) == (
             1,
@@ -207,17 +162,17 @@ def test_a_malformed_report_is_a_400_naming_the_field(
     assert (response.status_code, response.json()) == (400, {"error": message})
 
 
-def test_it_waits_out_a_service_that_is_away_or_refuses_its_key(
+def test_it_waits_out_a_service_that_is_away_or_refuses_itskey(
     tmp_path: Path, secured: tuple[Any, str, str, Path]
 ) -> None:
     server, _, read, _ = secured
     for url, key in (("http://127.0.0.1:9", None), (server.base, "not-a-key"), (server.base, read)):
-        process, log = _daemon(tmp_path, CONFIG.format(url=url).replace("0.25", "0.1"), key)
+        process, log = start_daemon(tmp_path, CONFIG.format(url=url).replace("0.25", "0.1"), key)
         try:
-            _wait_for(lambda log=log: log.read_text().count("next try in") >= 3, 30, f"no retries against {url}", log)
+            wait_for(lambda log=log: log.read_text().count("next try in") >= 3, 30, f"no retries against {url}", log)
             assert process.poll() is None  # still running, backing off
         finally:
-            assert _stop(process) == 0
+            assert stop_daemon(process) == 0
         text = log.read_text()
         assert "Traceback" not in text
         waits = [float(w) for w in re.findall(r"next try in ([\d.]+) s", text)]
@@ -231,56 +186,16 @@ def test_a_file_naming_a_model_the_service_lacks_is_refused(
 ) -> None:
     server, admin, _, _ = secured
     config = CONFIG.format(url=server.base) + "[models.nope]\nmax_instances = 2\n"
-    process, log = _daemon(tmp_path, config, admin)
+    process, log = start_daemon(tmp_path, config, admin)
     assert process.wait(30) == 2
     assert (
         f"{tmp_path / 'autoscaler.toml'}: models.nope: the service has no model 'nope' (it has: slow)"
         in log.read_text()
     )
     bad = CONFIG.format(url=server.base).replace("max_instances = 3", "max_instances = 0")
-    process, log = _daemon(tmp_path, bad, admin)
+    process, log = start_daemon(tmp_path, bad, admin)
     assert process.wait(30) == 2
     assert "models.slow.max_instances: must be > 0, got 0" in log.read_text()
-
-
-def test_under_memory_pressure_idle_models_are_parked_and_a_request_loads_one_again(
-    tmp_path: Path, demo_repo: Path, server_factory: Any
-) -> None:
-    """A FAKE AGX Orin whose shared memory is 3 % available: the daemon parks each idle model it may park, one a
-    look, and a request for a parked model still succeeds (it loads again)."""
-    device = write_fake_jetson(tmp_path / "FAKE-agx-orin", AGX_ORIN)
-    (device / "proc/meminfo").write_text("MemTotal: 32000000 kB\nMemAvailable: 1000000 kB\nNvMapMemUsed: 0 kB\n")
-    server = server_factory(demo_repo, "--device-telemetry", "true", "--device-root", str(device))
-    config = f"""\
-service_url = "{server.base}"
-interval_s = 0.2
-[memory]
-min_available_ratio = 0.1
-[models.mlp]
-park_idle_after_s = 0.5
-[models.cnn]
-park_idle_after_s = 0.5
-"""
-    process, log = _daemon(tmp_path, config, None)
-    with httpx.Client(base_url=server.base, timeout=30) as client:
-
-        def parked() -> set[str]:
-            index = client.post("/v2/repository/index", json={}).json()
-            return {e["name"] for e in index if e.get("reason", "").startswith("parked")}
-
-        try:
-            _wait_for(lambda: parked() == {"mlp", "cnn"}, 30, "idle models not parked", log)
-        finally:
-            assert _stop(process) == 0, log.read_text()
-        decisions = [d for d in client.get("/v2/autoscaler/decisions").json()["decisions"] if d["action"] == "park"]
-        assert sorted(d["model"] for d in decisions) == ["cnn", "mlp"] and decisions[0]["time"] < decisions[1]["time"]
-        first = decisions[0]
-        assert first["applied"] and first["desired"] == 0 and first["inputs"]["available_ratio"] == 0.0312
-        assert first["reason"].startswith("available memory 3.1% below 10%: idle for ")
-        assert first["inputs"]["load_seconds"] > 0 and first["inputs"]["idle_s"] >= 0.5
-        vector = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.1] * 64}]}
-        assert client.post("/v2/models/mlp/infer", json=vector).status_code == 200  # loads again, then answers
-        assert parked() == {"cnn"}
 
 
 def test_under_sustained_gpu_load_it_asks_for_the_next_power_mode_and_root_applies_it(
@@ -301,11 +216,11 @@ down_gpu_load = 0.1
 up_after_s = 0.5
 """
     request = tmp_path / "run" / "power-mode"
-    process, log = _daemon(tmp_path, config, None, "--power-request-file", str(request))
+    process, log = start_daemon(tmp_path, config, None, "--power-request-file", str(request))
     try:
-        _wait_for(request.exists, 30, "no power mode request", log)
+        wait_for(request.exists, 30, "no power mode request", log)
     finally:
-        assert _stop(process) == 0, log.read_text()
+        assert stop_daemon(process) == 0, log.read_text()
     assert request.read_text() == "0\n"
     decisions = httpx.get(f"{server.base}/v2/autoscaler/decisions", timeout=30).json()["decisions"]
     power = [d for d in decisions if d["action"] == "power_up"]

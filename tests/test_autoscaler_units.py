@@ -51,6 +51,7 @@ def test_the_shipped_configuration_loads(tmp_path: Path) -> None:
         ("[power]\nup_gpu_load = 0.3\ndown_gpu_load = 0.5\n", "power: down_gpu_load 0.5 must be below up_gpu_load 0.3"),
         ("[memory]\nmin_available_ratio = 1.5\n", "memory.min_available_ratio: a share of the memory, below 1"),
         ("[memory]\nmin_free = 0.1\n", "memory.min_free: unknown field"),
+        ("[memory]\nmodel_budget_bytes = 1.5e9\n", "memory.model_budget_bytes: must be a whole number"),
         ("[models.cnn]\npark_idle_after_s = -1\n", "models.cnn.park_idle_after_s: must be >= 0, got -1"),
         ("[models.cnn\n", "Expected ']'"),
     ],

@@ -94,6 +94,7 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = {}
         self._loads: dict[str, tuple[str | None, asyncio.Future[None]]] = {}  # load under way, by model
         self.reserved: Callable[[str], bool] = lambda name: False  # names a model may not take (routes')
+        self._loaded_once = False
 
     def names_on_disk(self) -> list[str]:
         if not self.root.is_dir():
@@ -218,14 +219,20 @@ class ModelRepository:
     def _measured_load(
         self, entry: ModelEntry, config_json: str | None
     ) -> tuple[mc.ModelConfig, dict[int, ModelVersion], dict[int, LoadError | ConfigError]]:
-        """:meth:`_load_files`, recording what it took: seconds, and the resident memory it added (loads of other
-        models at the same time blur the latter; it is what the autoscaler weighs, not an account)."""
+        """:meth:`_load_files`, recording what it took: seconds, and an estimate of the memory the model holds: the
+        larger of the resident memory the load added and the size of its version folders (weights are most of a
+        model, and a load after another model was unloaded may reuse freed memory and add little), and never less
+        than an earlier load's. What the autoscaler weighs, not an account."""
         before, start = resident_bytes(), time.perf_counter()
         config, loaded, errors = self._load_files(entry.name, config_json)
         if loaded:
             entry.load_seconds = time.perf_counter() - start
             after = resident_bytes()
-            entry.memory_bytes = None if before is None or after is None else max(after - before, 0)
+            added = 0 if before is None or after is None else max(after - before, 0)
+            if not self._loaded_once:  # the first load also pays the runtime's own start, which parking never frees
+                added, self._loaded_once = 0, True
+            files = sum(_folder_bytes(self.root / entry.name / str(v)) for v in loaded)
+            entry.memory_bytes = max(added, files, entry.memory_bytes or 0)
         return config, loaded, errors
 
     def _load_files(
@@ -461,6 +468,13 @@ def resident_bytes() -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _folder_bytes(folder: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    except OSError:
+        return 0
 
 
 def _mb(value: int | None) -> str:

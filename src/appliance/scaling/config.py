@@ -52,7 +52,12 @@ DEFAULT_SERVICE_URL = "http://127.0.0.1:8000"
 class MemoryPolicy:
     """Parking idle models while the memory CPU and GPU share runs low."""
 
-    min_available_ratio: float = 0.0  # 0: never park
+    min_available_ratio: float = 0.0  # park while less than this share of the device's memory is available
+    model_budget_bytes: int = 0  # park while the loaded models hold more than this (their estimates); 0: no budget
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_available_ratio > 0 or self.model_budget_bytes > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +149,15 @@ def _power(where: str, table: Any) -> PowerPolicy:
 def _memory(where: str, table: Any) -> MemoryPolicy:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
+    known = ("min_available_ratio", "model_budget_bytes")
     for key in table:
-        if key != "min_available_ratio":
-            raise ConfigError(f"{where}.{key}: unknown field (known: min_available_ratio)")
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown field (known: {', '.join(known)})")
     ratio = float(_number(f"{where}.min_available_ratio", table.get("min_available_ratio", 0.0)))
     if ratio >= 1:
         raise ConfigError(f"{where}.min_available_ratio: a share of the memory, below 1, got {ratio}")
-    return MemoryPolicy(ratio)
+    budget = int(_number(f"{where}.model_budget_bytes", table.get("model_budget_bytes", 0), whole=True))
+    return MemoryPolicy(ratio, budget)
 
 
 def parse_config(doc: dict[str, Any], source: str) -> AutoscalerConfig:

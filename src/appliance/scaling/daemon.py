@@ -87,7 +87,7 @@ class Autoscaler:
             decision = self._decide_model(name, state, load, now)
             if decision is not None:
                 decisions.append(decision)
-        if self.config.memory.min_available_ratio > 0:
+        if self.config.memory.enabled:
             decision = self._decide_park(scrape, current_loads, now)
             if decision is not None:
                 decisions.append(decision)
@@ -188,10 +188,20 @@ class Autoscaler:
         )
 
     def _decide_park(self, scrape: Scrape, current: dict[str, ModelLoad], now: float) -> Decision | None:
-        """Under memory pressure, park one idle model: the one that frees the most memory per second of reload."""
+        """Under memory pressure, park one idle model: the one that frees the most memory per second of reload.
+
+        Pressure: less than ``min_available_ratio`` of the device's memory available, or the loaded models holding
+        more than ``model_budget_bytes`` (by the service's estimates)."""
+        memory = self.config.memory
         available, total = scrape.memory_available, scrape.memory_total
-        threshold = self.config.memory.min_available_ratio
-        if available is None or not total or available / total >= threshold:
+        held = sum(load.memory_bytes or 0 for load in current.values() if load.ready and not load.parked)
+        pressure = ""
+        if memory.min_available_ratio > 0 and available is not None and total:
+            if available / total < memory.min_available_ratio:
+                pressure = f"available memory {available / total:.1%} below {memory.min_available_ratio:.0%}"
+        if not pressure and memory.model_budget_bytes > 0 and held > memory.model_budget_bytes:
+            pressure = f"models hold {held / 1e6:.0f} MB, over the budget of {memory.model_budget_bytes / 1e6:.0f} MB"
+        if not pressure:
             return None
         candidates = []
         for name, state in self._models.items():
@@ -199,22 +209,23 @@ class Autoscaler:
             idle_s = now - self._last_active.get(name, now)
             if load is None or not load.ready or load.parked or after <= 0 or idle_s < after or now < state.retry_after:
                 continue
-            memory = load.memory_bytes or 0.0
-            cost = (load.load_seconds if load.load_seconds is not None else math.inf) / max(memory, 1.0)
+            frees = load.memory_bytes or 0.0
+            cost = (load.load_seconds if load.load_seconds is not None else math.inf) / max(frees, 1.0)
             candidates.append((cost, name, load, idle_s))
         if not candidates:
             return None
         _, name, load, idle_s = min(candidates)
         state = self._models[name]
         inputs: dict[str, float | None] = {
-            "available_ratio": round(available / total, 4),
+            "available_ratio": None if available is None or not total else round(available / total, 4),
+            "models_bytes": held,
             "memory_bytes": load.memory_bytes,
             "load_seconds": load.load_seconds,
             "idle_s": round(idle_s, 1),
         }
         reason = (
-            f"available memory {available / total:.1%} below {threshold:.0%}: idle for {idle_s:.0f} s, "
-            f"frees about {(load.memory_bytes or 0) / 1e6:.0f} MB, loads again in {load.load_seconds or 0:.2f} s"
+            f"{pressure}: idle for {idle_s:.1f} s, frees about {(load.memory_bytes or 0) / 1e6:.0f} MB, "
+            f"loads again in {load.load_seconds or 0:.2f} s"
         )
         applied, error = False, ""
         if not self.config.dry_run:
@@ -225,7 +236,8 @@ class Autoscaler:
                 if exc.retryable:
                     raise
                 error = str(exc)
-        state.retry_after = now + RETRY_FAILED_CHANGE_S  # not again before the scrapes show what came of it
+        # Not again before the next scrapes show what came of it (after a refusal: a minute).
+        state.retry_after = now + (RETRY_FAILED_CHANGE_S if error else 2 * self.config.interval_s)
         return self._decision(name, "park", load.instances, 0, reason, inputs=inputs, applied=applied, error=error)
 
     def _decide_power(self, scrape: Scrape) -> Decision | None:
