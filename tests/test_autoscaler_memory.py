@@ -77,7 +77,8 @@ def _heavy_model(seed: int) -> bytes:
 
 def _held(client: httpx.Client) -> tuple[float, set[str]]:
     """What the loaded models hold by the service's estimates, and which are loaded."""
-    memory, parked = {}, {}
+    memory: dict[str, float] = {}
+    parked: dict[str, float] = {}
     for line in client.get("/metrics").text.splitlines():
         for name, into in (("appliance_model_memory_bytes", memory), ("appliance_model_parked", parked)):
             if line.startswith(name + "{"):
