@@ -31,6 +31,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "rest": {"appliance", "core", "device"},
     "grpc": {"core"},
     "tracing": {"appliance", "core"},  # the server hands it to the core, which never imports it
+    "scaling": {"core"},  # the autoscaler daemon: the service's decision type and file helpers, nothing else
     "server": None,
     "cli": None,
 }
