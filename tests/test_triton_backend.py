@@ -137,3 +137,21 @@ def test_model_loads_once_triton_comes_up_after_the_appliance(triton_repo: Path,
             _wait_for(lambda: client.is_model_ready("mlp"))
             x = np.ones((1, 64), np.float32)
             assert _infer(client, x).shape == (1, 10)
+
+
+def test_instances_of_a_triton_model_reach_tritons_instance_group(triton_repo: Path, tmp_path: Path) -> None:
+    """The autoscaler's lever on a Triton-served model: a reload with the count in a config override, which the
+    real Triton takes (its own config of the model shows the instance group), and the model keeps answering."""
+    import httpx
+
+    with reference_triton.running_tritonserver(triton_repo, tmp_path / "t", model_control_mode="explicit") as triton:
+        triton_client = tritonclient_grpc.InferenceServerClient(triton.grpc_url)
+        with appliance(triton_repo, triton.grpc_url, tmp_path / "appliance.log") as server:
+            x = np.random.default_rng(5).standard_normal((1, 64)).astype(np.float32)
+            before = _infer(server.grpc(), x)
+            response = httpx.post(f"{server.base}/v2/repository/models/mlp/instances", json={"count": 2}, timeout=120)
+            assert response.json() == {"model": "mlp", "instances": 2, "in_place": False}
+            groups = triton_client.get_model_config("mlp", as_json=True)["config"]["instance_group"]
+            assert sum(int(g["count"]) for g in groups) == 2
+            np.testing.assert_allclose(_infer(server.grpc(), x), before, rtol=1e-6)
+            assert server.stop() == 0, server.log()

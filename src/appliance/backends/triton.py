@@ -164,11 +164,14 @@ class TritonBackend(SelfSchedulingBackend):
             return False
         return await self.is_ready()
 
-    async def unload(self) -> None:
-        try:
-            await self._aio().unload_model(self.name)
-        except Exception as exc:  # noqa: BLE001 - Triton gone: nothing left to unload
-            log.warning("model '%s': unloading in Triton failed: %s", self.name, exc)
+    async def unload(self, replaced: bool = False) -> None:
+        # Triton holds one model per name: after a reload (a new config, say its instance_group) the new load is
+        # that same model, and unloading it here would take it away from the version that replaced this one.
+        if not replaced:
+            try:
+                await self._aio().unload_model(self.name)
+            except Exception as exc:  # noqa: BLE001 - Triton gone: nothing left to unload
+                log.warning("model '%s': unloading in Triton failed: %s", self.name, exc)
         if self._client is not None:
             await self._client.close()
             self._client = None

@@ -81,8 +81,9 @@ class SelfSchedulingBackend(abc.ABC):
         """Load the version again where it runs (after a restart there); True when it is ready."""
 
     @abc.abstractmethod
-    async def unload(self) -> None:
-        """Unload the version where it runs; called once, after the last request."""
+    async def unload(self, replaced: bool = False) -> None:
+        """Let the version go, once, after its last request: unload it where it runs, unless ``replaced``: a new load
+        of the same model has taken its place there (a hot swap), and only this connection to it is closed."""
 
 
 Backend: TypeAlias = BatchBackend | SelfSchedulingBackend

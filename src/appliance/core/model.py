@@ -114,8 +114,9 @@ class ModelVersion(abc.ABC):
         """Begin serving (on the event loop)."""
 
     @abc.abstractmethod
-    async def stop(self) -> None:
-        """Stop serving: the requests already accepted finish, then the backend lets the version go."""
+    async def stop(self, replaced: bool = False) -> None:
+        """Stop serving: the requests already accepted finish, then the backend lets the version go (``replaced``: a
+        new load of the same model took its place; see :meth:`SelfSchedulingBackend.unload`)."""
 
     @abc.abstractmethod
     async def _run(
@@ -338,7 +339,7 @@ class BatchedModelVersion(ModelVersion):
         """Serve on ``count`` instances from now on, without failing or holding up a request."""
         await self.batcher.resize(count, self.backend.resize)
 
-    async def stop(self) -> None:
+    async def stop(self, replaced: bool = False) -> None:
         self.stats.ready = False
         await self.batcher.stop()
         await asyncio.to_thread(self.backend.close)
@@ -379,10 +380,10 @@ class DirectModelVersion(ModelVersion):
     def start(self) -> None:
         self.stats.ready = True
 
-    async def stop(self) -> None:
+    async def stop(self, replaced: bool = False) -> None:
         self.stats.ready = False
         await self._idle.wait()
-        await self.backend.unload()
+        await self.backend.unload(replaced)
 
     async def _run(
         self, inputs: dict[str, NDArray[Any]], batch_size: int, shape_key: object, request: InferRequest

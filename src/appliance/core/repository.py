@@ -207,7 +207,8 @@ class ModelRepository:
             entry.reason = "; ".join(f"version {v}: {r}" for v, r in failed.items())
             for status in previous.values():  # replaced by a new load, or no longer selected by the policy
                 assert status.served is not None
-                await status.served.stop()
+                # Replaced where it runs when the new versions run the same way (Triton: one model per name).
+                await status.served.stop(replaced=any(type(v) is type(status.served) for v in loaded.values()))
             for version, reason in failed.items():
                 log.error("model '%s' version %d failed to load: %s", name, version, reason)
             log.info("model '%s' loaded: versions %s ready", name, sorted(loaded))
