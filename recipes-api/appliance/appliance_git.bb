@@ -54,10 +54,24 @@ SYSTEMD_SERVICE:${PN} = "appliance.service appliance-admin-key.service"
 
 CONFFILES:${PN} = "${APPLIANCE_CONFIG}"
 
+# Every module the package imports, the standard library's packages included (tests/test_image_imports.py
+# checks it against OE's python3-manifest.json at the pinned commit).
 RDEPENDS:${PN} = " \
     inference-users \
+    python3-asyncio \
+    python3-compression \
+    python3-crypt \
+    python3-cryptography \
+    python3-ctypes \
+    python3-datetime \
     python3-fastapi \
     python3-grpcio \
+    python3-io \
+    python3-json \
+    python3-logging \
+    python3-math \
+    python3-mmap \
+    python3-netclient \
     python3-numpy \
     python3-onnx \
     python3-onnxruntime \
@@ -68,6 +82,10 @@ RDEPENDS:${PN} = " \
     python3-pydantic-settings \
     python3-pyjwt \
     python3-python-multipart \
+    python3-starlette \
+    python3-threading \
+    python3-tomllib \
+    python3-unixadmin \
     python3-uvicorn \
     python3-websockets \
     triton-client \
