@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "settings": set(),
     "demo": set(),
     "reference_triton": set(),
+    "systemd": set(),  # the notify protocol; the server uses it
     "core": {"appliance", "settings"},
     "optimize": {"appliance", "core"},
     "backends": {"core", "optimize"},

@@ -24,6 +24,7 @@ from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
 from .rest.app import create_app
 from .settings import Settings
+from .systemd import Notifier
 from .tracing import Tracing
 from .tracing import setup as setup_tracing
 
@@ -68,6 +69,7 @@ class Appliance:
         self._uvicorn_task: asyncio.Task[None] | None = None
         self._grpc: grpc.aio.Server | None = None
         self.tracing: Tracing | None = None
+        self.systemd = Notifier()  # READY=1, the watchdog, STOPPING=1 (under Type=notify)
 
     async def start(self) -> None:
         s = self.settings
@@ -112,12 +114,15 @@ class Appliance:
             self.grpc_port or "-",
             models,
         )
+        ready = sum(1 for m in models if m.endswith(":READY"))
+        self.systemd.ready(f"serving {ready} of {len(models)} model versions")
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
+        self.systemd.stopping()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.exit_timeout_secs
         log.info("stopping: draining accepted requests (up to %.0f s)", self.settings.exit_timeout_secs)
