@@ -10,7 +10,8 @@
 #   oelint     oelint-adv --release wrynose on every recipe and bbappend
 #   style      what the project rules out and oelint-adv misses: LICENSE = "CLOSED",
 #              S = "${WORKDIR}", old _${PN} override syntax, hard-coded paths, own machines
-#   units      systemd-analyze verify on every unit we ship, rendered from its .service.in
+#   units      systemd-analyze verify on every unit we ship, rendered from its .service.in, and
+#              systemd-analyze security: every service's exposure at most 3.0
 #   promtool   promtool check rules and test rules (tests/monitoring/) on the alert rules,
 #              promtool check config on the fleet's scrape configuration
 #   kas        kas checkout of kas.yml (pinned commits, kas.lock.yml), offline through
@@ -273,6 +274,17 @@ step_units() {
             bad=1
         else
             echo "systemd-analyze verify $name: ok"
+        fi
+        # Every service of ours is sandboxed: systemd's own exposure score at most 3.0 (of 10).
+        if [[ $name == *.service && $name != nginx.service ]]; then
+            out=$(systemd-analyze security --offline=true --threshold=30 "$unitdir/$name" 2>&1)
+            if [ $? -ne 0 ]; then
+                printf '%s\n' "$out" | grep -E '✗|Overall' | sed "s,$scratch,,g"
+                fail "units: systemd-analyze security $name: exposure above 3.0 (${from[$name]:-?}; the lines above are what counts)"
+                bad=1
+            else
+                echo "systemd-analyze security $name: $(printf '%s\n' "$out" | grep -o 'level for [^:]*: [0-9.]*' | awk '{print $NF}')"
+            fi
         fi
     done
     rm -rf "$scratch"
