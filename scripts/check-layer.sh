@@ -41,11 +41,11 @@ KAS_VERSION=5.5
 OELINT_VERSION=9.11.2
 IMAGE=ml-inference-image
 # Our recipes that have sources to unpack.
-UNPACK_RECIPES="appliance appliance-autoscaler appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
+UNPACK_RECIPES="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
 # yocto-check-layer's world: what the layer adds, and the recipes its bbappends change.
-YCL_WORLD="appliance appliance-autoscaler appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
+YCL_WORLD="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
 # Recipes the image graph must contain (else the image silently lost a component).
-GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
+GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
 
 # oelint-adv rules we suppress, and why:
 #   oelint.vars.homepageping  it fetches HOMEPAGE over the network: always fails offline

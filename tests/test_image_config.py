@@ -1,4 +1,4 @@
-"""The configuration the image ships (recipes-api/appliance/files/appliance.toml.in), rendered as the recipe
+"""The configuration the image ships (recipes-api/appliance-conf/files/appliance.toml.in), rendered as the recipe
 renders it, is one the service accepts: an unknown key or a bad value there would stop appliance.service on every
 device, and no build here runs the service."""
 
@@ -9,12 +9,21 @@ from pathlib import Path
 
 from appliance.settings import load_settings
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "recipes-api" / "appliance" / "files" / "appliance.toml.in"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes-api"
+TEMPLATE = RECIPES / "appliance-conf" / "files" / "appliance.toml.in"
+RECIPE = RECIPES / "appliance-conf" / "appliance-conf_1.0.bb"
+
+
+def weak_defaults() -> dict[str, str]:
+    """The recipe's ``APPLIANCE_X ??= "v"`` defaults, as placeholder -> value (``@X@`` -> v)."""
+    found = re.findall(r'^APPLIANCE_([A-Z_]+) \?\?= "([^"]*)"$', RECIPE.read_text(), re.MULTILINE)
+    return {name: value for name, value in found}
 
 
 def test_the_image_configuration_loads_with_auth_on(tmp_path: Path):
     state = tmp_path / "var-lib-appliance"
     values = {
+        **weak_defaults(),
         "MODEL_REPOSITORY": str(state / "models"),
         "KEYS_FILE": str(state / "keys.json"),
         "ADMIN_KEY_FILE": str(state / "admin.key"),
@@ -33,3 +42,6 @@ def test_the_image_configuration_loads_with_auth_on(tmp_path: Path):
     assert settings.audit_log_file == state / "audit.log"
     assert settings.model_repository == state / "models"
     assert settings.http_address == "127.0.0.1"  # REST only behind nginx's TLS
+    # the weak defaults a product may change, as the recipe sets them
+    assert (settings.http_port, settings.grpc_port, settings.triton_url) == (8000, 8001, "127.0.0.1:8101")
+    assert settings.model_control_mode.value == "none" and settings.max_request_bytes == 64 * 1024 * 1024

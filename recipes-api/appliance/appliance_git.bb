@@ -10,7 +10,6 @@ PV = "0.1.0+git"
 SRC_URI = " \
     git://${INFERENCE_SRCDIR};protocol=file;nobranch=1 \
     file://appliance.service.in \
-    file://appliance.toml.in \
     file://appliance-admin-key.service.in \
     file://tmpfiles-appliance.conf.in \
 "
@@ -19,17 +18,10 @@ SRCREV = "${INFERENCE_BUILD_ID}"
 # SRCREV follows the checkout's HEAD: parse this recipe afresh every time.
 BB_DONT_CACHE = "1"
 
-inherit python_hatchling systemd
+inherit python_hatchling systemd appliance-paths
 
-# The service's state folder (appliance.service's StateDirectory=): keys, routes, audit log, models.
-APPLIANCE_STATEDIR = "${localstatedir}/lib/appliance"
-APPLIANCE_MODEL_REPOSITORY ??= "${APPLIANCE_STATEDIR}/models"
-APPLIANCE_CONFIG ?= "${sysconfdir}/appliance/appliance.toml"
-APPLIANCE_KEYS_FILE ?= "${APPLIANCE_STATEDIR}/keys.json"
-# The admin key made at first boot (appliance-admin-key.service), readable by root only.
-APPLIANCE_ADMIN_KEY_FILE ?= "${APPLIANCE_STATEDIR}/admin.key"
-
-APPLIANCE_TEMPLATES = "appliance.service appliance-admin-key.service appliance.toml tmpfiles-appliance.conf"
+# The configuration file is appliance-conf's: a product changes settings there (weak defaults, ??=).
+APPLIANCE_TEMPLATES = "appliance.service appliance-admin-key.service tmpfiles-appliance.conf"
 
 do_compile:append() {
     for t in ${APPLIANCE_TEMPLATES}; do
@@ -46,17 +38,15 @@ do_compile:append() {
 do_install:append() {
     install -Dm 0644 ${B}/appliance.service ${D}${systemd_system_unitdir}/appliance.service
     install -Dm 0644 ${B}/appliance-admin-key.service ${D}${systemd_system_unitdir}/appliance-admin-key.service
-    install -Dm 0644 ${B}/appliance.toml ${D}${APPLIANCE_CONFIG}
     install -Dm 0644 ${B}/tmpfiles-appliance.conf ${D}${nonarch_libdir}/tmpfiles.d/appliance.conf
 }
 
 SYSTEMD_SERVICE:${PN} = "appliance.service appliance-admin-key.service"
 
-CONFFILES:${PN} = "${APPLIANCE_CONFIG}"
-
 # Every module the package imports, the standard library's packages included (tests/test_image_imports.py
 # checks it against OE's python3-manifest.json at the pinned commit).
 RDEPENDS:${PN} = " \
+    appliance-conf \
     inference-users \
     python3-asyncio \
     python3-compression \

@@ -17,8 +17,8 @@ IMAGE_LINGUAS = ""
 
 inherit core-image
 
-# Flashed with initrd-flash from the .tegraflash-tar.zst archive.
-IMAGE_FSTYPES = "tegraflash-tar.zst"
+# Flashed with initrd-flash from the .tegraflash-tar.zst archive, which meta-tegra's tegra-common.inc adds to
+# IMAGE_FSTYPES. Not set here: a product adds its own types with IMAGE_FSTYPES += in its configuration.
 
 # Room for model repositories and engines.
 IMAGE_ROOTFS_EXTRA_SPACE = "2097152"

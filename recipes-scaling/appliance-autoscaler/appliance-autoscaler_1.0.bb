@@ -15,12 +15,11 @@ SRC_URI = " \
 
 S = "${UNPACKDIR}"
 
-inherit systemd
+# appliance-paths: APPLIANCE_ADMIN_KEY_FILE, the admin key the service made at first boot
+# (appliance-admin-key.service); the daemon gets it as a systemd credential, never the file itself.
+inherit systemd appliance-paths
 
 AUTOSCALER_CONFIG ?= "${sysconfdir}/appliance/autoscaler.toml"
-# The admin key the service made at first boot (appliance-admin-key.service); the daemon gets it
-# as a systemd credential, never the file itself.
-APPLIANCE_ADMIN_KEY_FILE ?= "${localstatedir}/lib/appliance/admin.key"
 # Where the service's REST API listens (appliance.toml's http_address and http_port).
 AUTOSCALER_SERVICE_URL ??= "http://127.0.0.1:8000"
 # "true": decide and log, change nothing (a product can start this way and read the decisions).
