@@ -5,8 +5,6 @@ in place, a shrinking instance finishes its batch first, no request fails; on a 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ import tritonclient.http as httpclient
 
 from appliance.core.batching import DynamicBatcher, Execution
 from appliance.core.model_config import BatchingPolicy
+from tests.support.autoscaler import create_key
 
 
 class Slow:
@@ -98,7 +97,6 @@ def test_batcher_shrinks_after_the_retiring_instance_finishes_its_batch() -> Non
     asyncio.run(run())
 
 
-APPLIANCE = [sys.executable, "-m", "appliance.cli"]
 
 
 def _instances(client: httpx.Client, model: str, body: Any, **kw: Any) -> httpx.Response:
@@ -174,16 +172,7 @@ def test_bad_counts_name_the_field(demo_repo: Path, server_factory: Any, body: A
 def test_unknown_model_and_auth(demo_repo: Path, tmp_path: Path, server_factory: Any):
     keys_file, audit_file = tmp_path / "keys.json", tmp_path / "audit.jsonl"
 
-    def key(role: str) -> str:
-        return subprocess.run(
-            [*APPLIANCE, "keys", "create", "--keys-file", str(keys_file), "--role", role, "--name", role],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
-
-    admin, infer = key("admin"), key("infer")
+    admin, infer = create_key(keys_file, "admin"), create_key(keys_file, "infer")
     server = server_factory(
         demo_repo, "--auth", "true", "--keys-file", str(keys_file), "--audit-log-file", str(audit_file)
     )
