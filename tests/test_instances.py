@@ -97,8 +97,6 @@ def test_batcher_shrinks_after_the_retiring_instance_finishes_its_batch() -> Non
     asyncio.run(run())
 
 
-
-
 def _instances(client: httpx.Client, model: str, body: Any, **kw: Any) -> httpx.Response:
     return client.post(f"/v2/repository/models/{model}/instances", json=body, **kw)
 
