@@ -1,10 +1,12 @@
-"""The TensorRT backend's parts that need no TensorRT: selection, config completion from the manifest, and the
-clear error on a machine without TensorRT. (Running an engine needs a GPU: not tested here.)"""
+"""The TensorRT backend's parts that need no TensorRT: selection, config completion from the manifest, the clear
+error on a machine without TensorRT, and instances added and retired in place (with FAKE tensorrt and pycuda).
+(Running an engine needs a GPU: not tested here.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -56,3 +58,120 @@ def test_load_without_tensorrt_says_what_is_missing(tmp_path: Path, mlp_onnx: Pa
     (repo / "mlp" / "1" / "model.plan.json").unlink()
     with pytest.raises(LoadError, match=r"list the inputs and outputs, or keep the manifest model.plan.json"):
         factory.complete_config(mc.ModelConfig(backend="tensorrt"), repo / "mlp", 1)
+
+
+class FakeCudaForTests:
+    """Stands in for ``pycuda.driver`` (no GPU here): counts context pushes and pops, allocations and frees."""
+
+    def __init__(self) -> None:
+        self.depth = 0  # the primary context pushed now
+        self.live: set[int] = set()  # device allocations not yet freed
+        self.freed_outside_context = 0
+        fake = self
+
+        class Context:
+            def push(self) -> None:
+                fake.depth += 1
+
+            def pop(self) -> None:
+                fake.depth -= 1
+
+        class Device:
+            def __init__(self, index: int) -> None:
+                assert index == 0
+
+            def retain_primary_context(self) -> Context:
+                return Context()
+
+        class Allocation:
+            def __init__(self) -> None:
+                fake.live.add(id(self))
+
+            def free(self) -> None:
+                fake.freed_outside_context += fake.depth == 0
+                fake.live.discard(id(self))
+
+        self.Device, self.Allocation = Device, Allocation
+
+    def init(self) -> None:
+        pass
+
+    def Stream(self) -> object:  # noqa: N802 - pycuda's name
+        return object()
+
+
+class FakeTensorRTForTests:
+    """Stands in for ``tensorrt`` (10): an engine with one input and one output that counts its live contexts."""
+
+    class TensorIOMode:
+        INPUT, OUTPUT = 0, 1
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    def __init__(self, cuda: FakeCudaForTests) -> None:
+        self.contexts_made = 0
+        fake = self
+
+        class Engine:
+            num_io_tensors = 2
+            num_optimization_profiles = 1
+
+            def get_tensor_name(self, i: int) -> str:
+                return ["x", "y"][i]
+
+            def get_tensor_mode(self, name: str) -> int:
+                return 0 if name == "x" else 1
+
+            def get_tensor_dtype(self, name: str) -> str:
+                return "float32"
+
+            def get_tensor_profile_shape(self, name: str, profile: int) -> list[list[int]]:
+                return [[1, 4], [4, 4], [8, 4]]
+
+            def create_execution_context(self) -> object:
+                assert cuda.depth > 0, "an execution context is made with the CUDA context current"
+                fake.contexts_made += 1
+                return object()
+
+        class Runtime:
+            def __init__(self, logger: object) -> None:
+                pass
+
+            def deserialize_cuda_engine(self, data: bytes) -> Engine:
+                return Engine()
+
+        self.Runtime = Runtime
+
+    @staticmethod
+    def nptype(dtype: str) -> type:
+        return np.float32
+
+
+def test_execution_contexts_come_and_go_in_place(tmp_path: Path) -> None:
+    """What the autoscaler's instance call does to a TensorRT model, with FAKE tensorrt and pycuda (no GPU here):
+    new contexts are made with the CUDA context current, retired instances free their device buffers inside it,
+    and every push is popped."""
+    from appliance.backends.tensorrt import TensorRTBackend
+    from appliance.optimize.engine import Engine
+
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"fake plan")
+    cuda = FakeCudaForTests()
+    trt = FakeTensorRTForTests(cuda)
+    backend = TensorRTBackend(Engine(trt, cuda, plan, 2))
+    assert backend.resizable and backend.instance_count == 2 and trt.contexts_made == 2
+    backend.resize(4)
+    assert backend.instance_count == 4 and trt.contexts_made == 4 and cuda.depth == 0
+    engine = backend._engine  # noqa: SLF001 - give the last instances device buffers, as execute() would
+    for instance in engine._instances[1:]:  # noqa: SLF001
+        instance.device["x"] = cuda.Allocation()
+    assert len(cuda.live) == 3
+    backend.resize(1)
+    assert backend.instance_count == 1 and cuda.live == set() and cuda.freed_outside_context == 0
+    assert cuda.depth == 0
+    backend.resize(0)  # never below one instance
+    assert backend.instance_count == 1

@@ -96,5 +96,10 @@ class TensorRTBackend(BatchBackend):
     ) -> dict[str, NDArray[Any]]:
         return self._engine.execute(instance, inputs, outputs)
 
+    resizable = True  # execution contexts come and go in place (Engine.resize)
+
+    def resize(self, count: int) -> None:
+        self._engine.resize(count)
+
     def close(self) -> None:
         self._engine.close()

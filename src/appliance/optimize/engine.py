@@ -64,6 +64,24 @@ class Engine:
     def instance_count(self) -> int:
         return len(self._instances)
 
+    def resize(self, count: int) -> None:
+        """``count`` execution instances from now on: new ones get their own context, stream and buffers; the last
+        ones go, their device buffers freed with the CUDA context current. The caller (the core's batcher) never
+        resizes while a retiring instance runs a batch, and ``execute`` only indexes instances below ``count``."""
+        self._ctx.push()
+        try:
+            while len(self._instances) < count:
+                self._instances.append(_Instance(self._engine, self._cuda))
+            while len(self._instances) > max(count, 1):
+                retired = self._instances.pop()
+                for allocation in retired.device.values():
+                    allocation.free()
+                retired.device.clear()
+                retired.host.clear()
+                del retired.context  # the execution context's memory goes with its last reference
+        finally:
+            self._ctx.pop()
+
     def _buffer(self, inst: _Instance, name: str, shape: tuple[int, ...]) -> NDArray[Any]:
         """A pinned host view of ``shape``, with a device buffer at least as large (grown when needed)."""
         count = int(np.prod(shape))
