@@ -153,5 +153,7 @@ def test_instances_of_a_triton_model_reach_tritons_instance_group(triton_repo: P
             assert response.json() == {"model": "mlp", "instances": 2, "in_place": False}
             groups = triton_client.get_model_config("mlp", as_json=True)["config"]["instance_group"]
             assert sum(int(g["count"]) for g in groups) == 2
+            # what the autoscaler reads: the count, as for a model in process
+            assert 'appliance_model_instances{model="mlp",version="1"} 2.0' in httpx.get(f"{server.base}/metrics").text
             np.testing.assert_allclose(_infer(server.grpc(), x), before, rtol=1e-6)
             assert server.stop() == 0, server.log()

@@ -34,6 +34,7 @@ from .model_config import (
     TensorSpec,
     batching_policy,
     input_specs,
+    instance_count,
     latency_objective_s,
     output_specs,
     read_labels,
@@ -373,6 +374,8 @@ class DirectModelVersion(ModelVersion):
         super().__init__(name, version, config, model_dir, metrics, cache, stats_version)
         self.backend = backend
         self._output_names = [o.name for o in self.outputs]
+        # The instances its config gives the backend (Triton's instance_group): what a reload changes.
+        self.stats.instances = lambda: instance_count(self.config)
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()

@@ -70,7 +70,9 @@ class Metrics:
         pending = GaugeMetricFamily("appliance_pending_requests", "Requests waiting in the queue.", labels=_LABELS)
         ready = GaugeMetricFamily("appliance_model_ready", "1 when the model version is ready.", labels=_LABELS)
         instances = GaugeMetricFamily(
-            "appliance_model_instances", "Execution instances of the model version (batched backends).", labels=_LABELS
+            "appliance_model_instances",
+            "Execution instances of the model version (for Triton-served models: its instance_group).",
+            labels=_LABELS,
         )
         objective = GaugeMetricFamily(
             "appliance_model_latency_objective_seconds",
