@@ -121,6 +121,8 @@ def test_a_route_whose_arm_is_parked_wakes_it(tmp_path: Path, server_factory: An
         x = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
         answer = client.post("/v2/models/split/infer", json=x)
         assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] in ([2, 3], [3, 4])
+        # waking is not an arm's error (a canary's analysis would count it against the arm)
+        assert [a["stats"]["errors"] for a in client.get("/v2/routes/split").json()["arms"]] == [0, 0]
         assert client.post("/v2/repository/models/split/park").json() == {
             "error": "'split' is a route: park the models of its arms"
         }

@@ -300,11 +300,7 @@ class DataPlane:
         try:
             if served is None:
                 assert route is not None
-                try:
-                    return await route.infer(request)
-                except Parked as parked:  # an arm's model: wake it, then the route picks again
-                    await self.repository.wake(parked.name, "", self.settings.park_wake_timeout_s)
-                    return await route.infer(request)
+                return await route.infer(request)  # an arm's parked model wakes in _infer_on_model
             return await self._infer_on(served, request, False)
         finally:
             self._inflight -= 1
@@ -325,7 +321,12 @@ class DataPlane:
         canary's baseline copy is not in the repository). ``own_inputs``: copy what is read from shared memory,
         so the inputs outlive the request (a shadow arm reads them after)."""
         if served is None:
-            served = self.repository.get(request.model_name, request.model_version)
+            try:
+                served = self.repository.get(request.model_name, request.model_version)
+            except Parked:  # as for a request to the model itself: it loads again, the request waits
+                served = await self.repository.wake(
+                    request.model_name, request.model_version, self.settings.park_wake_timeout_s
+                )
         return await self._infer_on(served, request, own_inputs)
 
     async def _infer_on(self, served: ModelVersion, request: InferRequest, own_inputs: bool) -> InferResponse:
