@@ -59,7 +59,7 @@ class ModelLoad:
     gpu_load: float | None
     parked: bool = False
     load_seconds: float | None = None  # what its last load took
-    memory_bytes: float | None = None  # what its last load added to the service's resident memory
+    memory_bytes: float | None = None  # the service's estimate of the memory it holds (appliance_model_memory_bytes)
 
     def inputs(self) -> dict[str, float | None]:
         """The figures a decision is made on, as it records them."""
