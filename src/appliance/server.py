@@ -13,12 +13,14 @@ import logging
 import signal
 import socket
 from collections.abc import Iterator
+from functools import partial
 
 import grpc
 import uvicorn
 
 from .backends import factory_for
 from .core.dataplane import DataPlane
+from .core.history import DeviceFigures
 from .device.jetson import DeviceTelemetry
 from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
@@ -42,6 +44,20 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+def _figures(device: DeviceMetrics) -> DeviceFigures:
+    """What the history keeps of a device sample (the core knows nothing of the device's types)."""
+    s = device.sample()
+    memory = s.memory
+    return DeviceFigures(
+        gpu_load=s.gpu.load if s.gpu is not None else None,
+        temperature_c=max((z.celsius for z in s.thermal), default=None),
+        board_power_w=s.board_power_watts,
+        memory_used_bytes=None if memory is None else memory.total_bytes - memory.available_bytes,
+        power_mode=None if s.power_mode is None else (s.power_mode.name or str(s.power_mode.id)),
+        throttling=tuple(z.name for z in s.thermal if z.throttling),
+    )
+
+
 def _bind(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -62,6 +78,7 @@ class Appliance:
         if settings.device_telemetry:
             self.device = DeviceMetrics(DeviceTelemetry(settings.device_root))
             self.dataplane.metrics.registry.register(self.device)
+            self.dataplane.history.device = partial(_figures, self.device)
         self.http_port = 0
         self.grpc_port = 0
         self._stop = asyncio.Event()

@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     exit_timeout_secs: float = Field(default=30.0, ge=0)
     """On SIGTERM, how long to wait for in-flight and queued requests to finish before exiting anyway."""
 
+    history_interval_s: float = Field(default=10.0, ge=0.05)
+    """How often the service samples each model's request rate, error rate and p99, and the device's figures, for
+    ``GET /v2/history`` (the admin panel's charts)."""
+
+    history_keep_s: float = Field(default=6 * 3600.0, gt=0)
+    """How long those samples are kept, in memory (6 hours: 2,160 points a series at 10 s)."""
+
     park_wake_timeout_s: float = Field(default=60.0, gt=0)
     """How long a request for a parked model (unloaded by the autoscaler to free memory) waits for the model to
     load again before it gets 503; the load goes on, and later requests find the model ready."""

@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .errors import InvalidArgument
+from .events import EventLog
 
 KEEP = 1000
 ACTIONS = ("up", "down", "hold", "park", "power_up", "power_down")
@@ -110,13 +111,24 @@ class Decision:
 class AutoscalerDecisions:
     """The newest decisions, and per model the latest one (for the gauges). A Prometheus collector."""
 
-    def __init__(self, keep: int = KEEP) -> None:
+    def __init__(self, events: EventLog | None = None, keep: int = KEEP) -> None:
+        self._events = events  # the timeline: every decision but a hold goes there too
         self._recent: deque[Decision] = deque(maxlen=keep)
         self._latest: dict[str, Decision] = {}
         self._counts: dict[tuple[str, str], int] = {}
 
     def record(self, decision: Decision) -> None:
         self._recent.append(decision)
+        if self._events is not None and decision.action != "hold":
+            what = "dry run: " if decision.dry_run else ("failed: " if decision.error else "")
+            self._events.add(
+                "autoscaler",
+                decision.model,
+                f"{what}{decision.action} {decision.current} -> {decision.desired}: {decision.reason}",
+                action=decision.action,
+                current=decision.current,
+                desired=decision.desired,
+            )
         self._latest[decision.model] = decision
         key = (decision.model, decision.action)
         self._counts[key] = self._counts.get(key, 0) + 1

@@ -19,6 +19,8 @@ from .autoscaler import AutoscalerDecisions
 from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
+from .events import EventLog
+from .history import History
 from .image import ImageInference, ImageResponse
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import ModelVersion, State
@@ -74,7 +76,11 @@ class DataPlane:
         self.routes = RouteTable(self.repository, settings.routes_file, self._infer_on_model)
         self.repository.reserved = self.routes.__contains__
         self.metrics.registry.register(self.routes)
-        self.autoscaler = AutoscalerDecisions()  # what appliance autoscale reports
+        # The timeline (loads, parks, canary steps, autoscaler decisions, throttling) and the last hours of figures
+        self.events = EventLog()
+        self.history = History(self.metrics, self.events, settings.history_interval_s, settings.history_keep_s)
+        self.repository.events = self.routes.events = self.events
+        self.autoscaler = AutoscalerDecisions(self.events)  # what appliance autoscale reports
         self.metrics.registry.register(self.autoscaler)
         self.metrics.registry.register(self.repository)  # parked models, and what each load took
         self.build_id = settings.resolved_build_id()
@@ -90,6 +96,7 @@ class DataPlane:
             else None
         )
         self._polling: asyncio.Task[None] | None = None
+        self._sampling: asyncio.Task[None] | None = None
         self._draining = False
         # Set by the server when tracing is on (appliance.tracing); None: requests never reach OpenTelemetry
         self.tracer: RequestTracer | None = None
@@ -124,6 +131,7 @@ class DataPlane:
             self._refresher = asyncio.create_task(self._refresh_forever())
         if self.poller is not None:
             self._polling = asyncio.create_task(self.poller.run_forever())
+        self._sampling = asyncio.create_task(self.history.run())
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -146,7 +154,7 @@ class DataPlane:
         return True
 
     async def stop(self) -> None:
-        for task in (self._refresher, self._polling):
+        for task in (self._refresher, self._polling, self._sampling):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -31,6 +31,7 @@ from .errors import (
     unknown_version,
     version_not_ready,
 )
+from .events import EventLog
 from .metadata import RepositoryModel
 from .model import BatchedModelVersion, DirectModelVersion, ModelVersion, State, serve
 from .model_config import ConfigError, available_versions, read_config, select_versions
@@ -95,6 +96,7 @@ class ModelRepository:
         self._loads: dict[str, tuple[str | None, asyncio.Future[None]]] = {}  # load under way, by model
         self.reserved: Callable[[str], bool] = lambda name: False  # names a model may not take (routes')
         self._loaded_once = False
+        self.events: EventLog | None = None  # the timeline (set by the data plane)
 
     def names_on_disk(self) -> list[str]:
         if not self.root.is_dir():
@@ -190,6 +192,7 @@ class ModelRepository:
                 if not previous:
                     entry.versions = {}
                 log.error("model '%s' failed to load: %s", name, exc)
+                self._event("load_failed", name, str(exc))
                 raise LoadError(f"failed to load '{name}': {exc}") from None
             entry.retry = any(isinstance(exc, BackendUnreachable) for exc in errors.values())
             failed = {v: _reason(exc) for v, exc in errors.items()}
@@ -212,6 +215,13 @@ class ModelRepository:
             for version, reason in failed.items():
                 log.error("model '%s' version %d failed to load: %s", name, version, reason)
             log.info("model '%s' loaded: versions %s ready", name, sorted(loaded))
+            self._event(
+                "load" if loaded else "load_failed",
+                name,
+                f"versions {sorted(loaded)} ready" + (f"; {entry.reason}" if failed else ""),
+                versions=sorted(loaded),
+                seconds=entry.load_seconds,
+            )
             if failed:  # the caller learns of every version that did not load, and what serves instead
                 kept = [str(v) for v in failed if versions[v].state is State.READY]
                 still = f"; the previous version {', '.join(kept)} keeps serving" if kept else ""
@@ -324,6 +334,7 @@ class ModelRepository:
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, "unloaded"
             entry.state, entry.reason, entry.retry, entry.parked = State.UNAVAILABLE, "unloaded", False, False
+        self._event("unload", name, "unloaded")
 
     async def park(self, name: str) -> None:
         """Unload a model to free its memory, to be loaded again by its next request (:meth:`wake`). Refused
@@ -347,8 +358,9 @@ class ModelRepository:
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, PARKED
             entry.state, entry.reason = State.UNAVAILABLE, PARKED
+        self._event("park", name, PARKED, memory_bytes=entry.memory_bytes, load_seconds=entry.load_seconds)
         log.info(
-            "model '%s' parked (%s MB freed, %.2f s to load again)",
+            "model '%s' parked (%s MB freed, %.3f s to load again)",
             name,
             _mb(entry.memory_bytes),
             entry.load_seconds or 0,
@@ -415,10 +427,16 @@ class ModelRepository:
                     version.config.instance_group.extend(config.instance_group)
                 entry.config = config
                 log.info("model '%s': %d instances (in place)", name, count)
+                self._event("instances", name, f"{count} instances (in place)", count=count)
                 return True
         await self.load(name, json_format.MessageToJson(config))
         log.info("model '%s': %d instances (reloaded)", name, count)
+        self._event("instances", name, f"{count} instances (reloaded)", count=count)
         return False
+
+    def _event(self, kind: str, name: str, detail: str, **data: object) -> None:
+        if self.events is not None:
+            self.events.add(kind, name, detail, **data)
 
     async def unload_all(self) -> None:
         for name in list(self.models):

@@ -41,6 +41,10 @@ class Metrics:
     def add(self, stats: VersionStats) -> None:
         self._versions[(stats.model, stats.version)] = stats
 
+    def versions(self) -> Iterator[VersionStats]:
+        """The statistics of every model version (and copy) there has been."""
+        return iter(list(self._versions.values()))
+
     def collect(self) -> Iterator[Metric]:
         """The metric families, read from the counters at scrape time."""
         success = CounterMetricFamily("appliance_request_success", "Inference requests that succeeded.", labels=_LABELS)

@@ -25,6 +25,7 @@ from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .autoscaler import AutoscalerEndpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
+from .history import HistoryEndpoint
 from .websocket import InferSocket
 
 HTTP_STATUS = {
@@ -103,6 +104,7 @@ def routes(
     e = endpoints
     audit = audit or AuditEndpoint(guard)
     autoscaler = AutoscalerEndpoint(endpoints.dataplane.autoscaler)
+    history = HistoryEndpoint(endpoints.dataplane.history, endpoints.dataplane.events)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -174,6 +176,8 @@ def routes(
         get("/v2/device", device.device, op.DEVICE_READ, "device", "GPU, temperatures, power, memory, power mode"),
         get("/v2/autoscaler/decisions", autoscaler.decisions, op.AUTOSCALER_READ, "autoscaler", "Newest decisions"),
         post("/v2/autoscaler/decisions", autoscaler.report, op.AUTOSCALER_REPORT, "autoscaler", "Report decisions"),
+        get("/v2/history", history.history, op.HISTORY_READ, "history", "The last hours of figures (?model=&since=)"),
+        get("/v2/events", history.events, op.HISTORY_READ, "history", "The timeline (?model=&since=&limit=)"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(

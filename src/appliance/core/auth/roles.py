@@ -53,6 +53,7 @@ class Operation(enum.Enum):
     ROUTES_READ = "routes_read"
     DEVICE_READ = "device_read"  # GET /v2/device: telemetry of the device
     AUTOSCALER_READ = "autoscaler_read"  # GET /v2/autoscaler/decisions
+    HISTORY_READ = "history_read"  # GET /v2/history and /v2/events: the panel's charts and timeline
     AUTOSCALER_REPORT = "autoscaler_report"  # the autoscaler daemon reports a decision
     ROUTE_DECLARE = "route_declare"
     ROUTE_DELETE = "route_delete"
@@ -85,6 +86,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.ROUTES_READ: Role.READ,
     Operation.DEVICE_READ: Role.READ,
     Operation.AUTOSCALER_READ: Role.READ,
+    Operation.HISTORY_READ: Role.READ,
     Operation.INFER: Role.INFER,
     Operation.SHARED_MEMORY_REGISTER: Role.INFER,
     Operation.SHARED_MEMORY_UNREGISTER: Role.INFER,

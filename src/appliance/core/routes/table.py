@@ -14,10 +14,11 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from ..errors import Conflict, InferenceError, InternalError, InvalidArgument, NotFound, Unavailable
+from ..events import EventLog
 from ..metadata import ModelMetadata, TensorMetadata
 from ..model import ModelVersion
 from ..repository import ModelRepository
-from .canary import Verdict
+from .canary import Decision, Verdict
 from .route import Call, Route
 from .spec import RouteSpec, check_name, parse_route
 from .store import RoutesFileError, read_routes, write_routes
@@ -37,6 +38,7 @@ class RouteTable:
         self._canaries: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()  # one admin change at a time, each kept on disk before the next
         self.decision_counts: dict[tuple[str, str], int] = {}  # (route, decision): for the metrics
+        self.events: EventLog | None = None  # the timeline (set by the data plane)
 
     def get(self, name: str) -> Route | None:
         return self.routes.get(name)
@@ -132,6 +134,7 @@ class RouteTable:
             route = self._route(name)
             decision = route.act(verdict)
             self._count(name, decision.verdict.value)
+            self._event(name, decision)
             if not route.needs_baseline():
                 await route.release_baseline()
             await self._save()
@@ -228,6 +231,8 @@ class RouteTable:
                     if decision is None:
                         continue
                     self._count(route.spec.name, decision.verdict.value)
+                    if decision.verdict is not Verdict.WAIT:
+                        self._event(route.spec.name, decision)
                     if not route.needs_baseline():
                         await route.release_baseline()
                     if decision.verdict is not Verdict.WAIT:
@@ -249,6 +254,17 @@ class RouteTable:
             raise InvalidArgument(f"{what}: {exc.message}") from None
         route.attach_baseline(copy)
         log.info("%s: loaded", what)
+
+    def _event(self, name: str, decision: Decision) -> None:
+        if self.events is not None:
+            self.events.add(
+                "canary",
+                name,
+                f"{decision.verdict.value} ({decision.by}), now {decision.step}%: {decision.reason}",
+                decision=decision.verdict.value,
+                step=decision.step,
+                by=decision.by,
+            )
 
     def _count(self, name: str, decision: str) -> None:
         key = (name, decision)
