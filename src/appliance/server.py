@@ -21,6 +21,7 @@ import uvicorn
 from .backends import factory_for
 from .core.dataplane import DataPlane
 from .core.history import DeviceFigures
+from .core.logbuffer import RecentLogs
 from .device.jetson import DeviceTelemetry
 from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
@@ -87,11 +88,13 @@ class Appliance:
         self._grpc: grpc.aio.Server | None = None
         self.tracing: Tracing | None = None
         self.systemd = Notifier()  # READY=1, the watchdog, STOPPING=1 (under Type=notify)
+        self.logs = RecentLogs()  # the newest log lines, for the support bundle (attached while serving)
 
     async def start(self) -> None:
         s = self.settings
         # Off (no extra, no OTLP endpoint): None, and OpenTelemetry is never imported
         self.tracing = self.dataplane.tracer = setup_tracing()
+        logging.getLogger().addHandler(self.logs)
         await self.dataplane.start()
         if s.allow_grpc:
             server = self._grpc = create_server(self.dataplane, s.max_request_bytes)
@@ -106,7 +109,7 @@ class Appliance:
             sock = _bind(s.http_address, s.http_port)
             self.http_port = sock.getsockname()[1]
             config = uvicorn.Config(
-                create_app(self.dataplane, s.max_request_bytes, s.websocket_max_in_flight, self.device),
+                create_app(self.dataplane, s.max_request_bytes, s.websocket_max_in_flight, self.device, self.logs),
                 ws_max_size=s.max_request_bytes,  # a larger WebSocket message closes the socket (1009)
                 log_level=s.log_level if s.log_level != "debug" else "debug",
                 access_log=s.log_level == "debug",
@@ -164,6 +167,7 @@ class Appliance:
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # exports the spans still buffered
         log.info("stopped")
+        logging.getLogger().removeHandler(self.logs)
 
 
 def _host(address: str) -> str:

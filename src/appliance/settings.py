@@ -91,13 +91,18 @@ def join_cache_configs(values: list[str]) -> str:
     return ",".join([kinds.pop(), *(s for s in settings if s)]) if values else ""
 
 
+def mask_cache_config(text: str) -> str:
+    """``--cache-config`` text with any password shown as ``***``."""
+    return ",".join("password=***" if p.startswith("password=") else p for p in text.split(",")) if text else text
+
+
 def parse_cache_config(text: str) -> CacheConfig | None:
     """Triton's ``--cache-config`` syntax, ``local,size=BYTES`` or ``redis,host=H,port=P,...``; "" is no cache.
     ValueError says what is wrong, quoting the text with any password as ``***``."""
     if not text:
         return None
     kind, _, rest = text.partition(",")
-    shown = ",".join("password=***" if p.startswith("password=") else p for p in text.split(","))
+    shown = mask_cache_config(text)
     known = {"local": ("size",), "redis": _REDIS_SETTINGS}.get(kind)
     if known is None:
         raise ValueError(
@@ -357,6 +362,14 @@ class Settings(BaseSettings):
     def response_cache(self) -> CacheConfig | None:
         """The response cache ``cache_config`` asks for; None when it asks for none."""
         return parse_cache_config(self.cache_config)
+
+    def effective(self) -> dict[str, Any]:
+        """Every setting as the service runs with it, as JSON values, with secrets masked (a Redis password): what
+        ``GET /v2/settings`` and the support bundle show. Files that hold secrets (keys, JWT secrets) appear as
+        their paths only."""
+        doc: dict[str, Any] = self.model_dump(mode="json")
+        doc["cache_config"] = mask_cache_config(self.cache_config)
+        return doc
 
     def resolved_build_id(self) -> str:
         """The build id, from settings or the image's os-release; empty when neither has one."""

@@ -20,12 +20,14 @@ from ..core.auth.guard import Guard
 from ..core.auth.roles import Operation
 from ..core.dataplane import DataPlane
 from ..core.errors import InferenceError, RateLimited, Status
+from ..core.logbuffer import RecentLogs
 from ..device.metrics import DeviceMetrics
 from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .autoscaler import AutoscalerEndpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
 from .history import HistoryEndpoint
+from .support import SupportEndpoint
 from .websocket import InferSocket
 
 HTTP_STATUS = {
@@ -95,6 +97,7 @@ def routes(
     audit: AuditEndpoint | None = None,
     device: DeviceEndpoint | None = None,
     infer_socket: InferSocket | None = None,
+    support: SupportEndpoint | None = None,
 ) -> list[BaseRoute]:
     """The route table. Order matters where paths overlap: ``/v2/models/stats`` before ``/v2/models/{model}``.
 
@@ -105,6 +108,7 @@ def routes(
     audit = audit or AuditEndpoint(guard)
     autoscaler = AutoscalerEndpoint(endpoints.dataplane.autoscaler)
     history = HistoryEndpoint(endpoints.dataplane.history, endpoints.dataplane.events)
+    support = support or SupportEndpoint(endpoints.dataplane, None, None)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -178,6 +182,8 @@ def routes(
         post("/v2/autoscaler/decisions", autoscaler.report, op.AUTOSCALER_REPORT, "autoscaler", "Report decisions"),
         get("/v2/history", history.history, op.HISTORY_READ, "history", "The last hours of figures (?model=&since=)"),
         get("/v2/events", history.events, op.HISTORY_READ, "history", "The timeline (?model=&since=&limit=)"),
+        get("/v2/settings", support.settings, op.SETTINGS_READ, "support", "The effective settings, secrets masked"),
+        get("/v2/support/bundle", support.bundle, op.SUPPORT_BUNDLE, "support", "A support archive (.tar.gz)"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(
@@ -210,6 +216,7 @@ def create_app(
     max_request_bytes: int,
     websocket_max_in_flight: int = 16,
     device: DeviceMetrics | None = None,
+    logs: RecentLogs | None = None,
 ) -> FastAPI:
     infer_socket = InferSocket(dataplane, max_request_bytes, websocket_max_in_flight, HTTP_STATUS)
     return FastAPI(
@@ -221,6 +228,7 @@ def create_app(
             dataplane.guard,
             device=DeviceEndpoint(device),
             infer_socket=infer_socket,
+            support=SupportEndpoint(dataplane, device, logs),
         ),
         exception_handlers={InferenceError: inference_error, RequestValidationError: validation_error},
     )

@@ -54,6 +54,8 @@ class Operation(enum.Enum):
     DEVICE_READ = "device_read"  # GET /v2/device: telemetry of the device
     AUTOSCALER_READ = "autoscaler_read"  # GET /v2/autoscaler/decisions
     HISTORY_READ = "history_read"  # GET /v2/history and /v2/events: the panel's charts and timeline
+    SETTINGS_READ = "settings_read"  # GET /v2/settings: the effective settings, secrets masked
+    SUPPORT_BUNDLE = "support_bundle"  # GET /v2/support/bundle
     AUTOSCALER_REPORT = "autoscaler_report"  # the autoscaler daemon reports a decision
     ROUTE_DECLARE = "route_declare"
     ROUTE_DELETE = "route_delete"
@@ -95,6 +97,8 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.MODEL_INSTANCES: Role.ADMIN,
     Operation.MODEL_PARK: Role.ADMIN,
     Operation.AUTOSCALER_REPORT: Role.ADMIN,
+    Operation.SETTINGS_READ: Role.ADMIN,
+    Operation.SUPPORT_BUNDLE: Role.ADMIN,
     Operation.ROUTE_DECLARE: Role.ADMIN,
     Operation.ROUTE_DELETE: Role.ADMIN,
     Operation.ROUTE_ACTION: Role.ADMIN,
