@@ -27,6 +27,7 @@ from .autoscaler import AutoscalerEndpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
 from .history import HistoryEndpoint
+from .keys import KeysEndpoint
 from .support import SupportEndpoint
 from .websocket import InferSocket
 
@@ -109,6 +110,7 @@ def routes(
     autoscaler = AutoscalerEndpoint(endpoints.dataplane.autoscaler)
     history = HistoryEndpoint(endpoints.dataplane.history, endpoints.dataplane.events)
     support = support or SupportEndpoint(endpoints.dataplane, None, None)
+    keys = KeysEndpoint(guard)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -182,6 +184,9 @@ def routes(
         post("/v2/autoscaler/decisions", autoscaler.report, op.AUTOSCALER_REPORT, "autoscaler", "Report decisions"),
         get("/v2/history", history.history, op.HISTORY_READ, "history", "The last hours of figures (?model=&since=)"),
         get("/v2/events", history.events, op.HISTORY_READ, "history", "The timeline (?model=&since=&limit=)"),
+        get("/v2/keys", keys.keys, op.KEYS_READ, "keys", "The API keys (never their hashes)"),
+        route("PUT", "/v2/keys/{name}", keys.create, op.KEY_CREATE, tags=["keys"], summary="Create (shown once)"),
+        route("DELETE", "/v2/keys/{name}", keys.revoke, op.KEY_REVOKE, tags=["keys"], summary="Revoke"),
         get("/v2/settings", support.settings, op.SETTINGS_READ, "support", "The effective settings, secrets masked"),
         get("/v2/support/bundle", support.bundle, op.SUPPORT_BUNDLE, "support", "A support archive (.tar.gz)"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),

@@ -70,6 +70,11 @@ class ApiKeys:
     def __len__(self) -> int:
         return len(self._records)
 
+    def reload(self) -> None:
+        """Read the file now (after this process changed it), not at the next check."""
+        self._checked = -math.inf
+        self.refresh()
+
     def refresh(self) -> None:
         now = self._clock()
         if now - self._checked < KEY_FILE_CHECK_S:

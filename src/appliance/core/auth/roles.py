@@ -61,6 +61,7 @@ class Operation(enum.Enum):
     ROUTE_DELETE = "route_delete"
     ROUTE_ACTION = "route_action"
     AUDIT_READ = "audit_read"
+    KEYS_READ = "keys_read"  # GET /v2/keys
     KEY_CREATE = "key_create"  # appliance keys create
     KEY_REVOKE = "key_revoke"  # appliance keys revoke
 
@@ -103,6 +104,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.ROUTE_DELETE: Role.ADMIN,
     Operation.ROUTE_ACTION: Role.ADMIN,
     Operation.AUDIT_READ: Role.ADMIN,
+    Operation.KEYS_READ: Role.ADMIN,
     Operation.KEY_CREATE: Role.ADMIN,
     Operation.KEY_REVOKE: Role.ADMIN,
 }
