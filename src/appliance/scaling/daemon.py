@@ -2,8 +2,9 @@
 
 Each look scrapes ``/metrics`` (:mod:`.signals`), recommends and stabilises each configured model's instance
 count (:mod:`.policy`), changes it through ``POST /v2/repository/models/{model}/instances`` unless ``dry_run``,
-steps the power mode where ``[power]`` is enabled (:mod:`.power`), and logs every decision with its reason and
-inputs and reports it to the service (``/v2/autoscaler/decisions``, the ``appliance_autoscaler_*`` metrics).
+parks an idle model under memory pressure (``[memory]``: ``POST /v2/repository/models/{model}/park``), steps the
+power mode where ``[power]`` is enabled (:mod:`.power`), and logs every decision with its reason and inputs and
+reports it to the service (``/v2/autoscaler/decisions``, the ``appliance_autoscaler_*`` metrics).
 
 The service is never restarted, and its absence is not an error: unreachable, or answering 401, the daemon
 waits with back-off (up to :data:`MAX_BACKOFF_S`) and tries again.
@@ -36,7 +37,7 @@ _MAX_UNREPORTED = 100
 @dataclass(slots=True)
 class _ModelState:
     stabiliser: Stabiliser
-    note: str = ""  # the last hold reported for the model (not loaded, no instance count, at max)
+    note: str = ""  # the kind of the last hold reported (not_loaded, parked, no_count, at_max)
     retry_after: float = 0.0
 
 
