@@ -1,6 +1,7 @@
 """The autoscaler under generated load traces, against a real service with the real daemon: a step, a ramp, a
 burst and a sawtooth of concurrent clients. The instance count converges, never flaps (at most one change of
-direction), ignores a burst shorter than its up window, and scaling fails no request and changes no answer.
+direction, never back), ignores a burst shorter than its up window, and scaling fails no request and changes no
+answer.
 
 Windows are compressed (a look every 0.2 s, up after 1 s of agreement, down after 2.5 s) so a trace takes
 seconds; the policy is the one the device runs with its own windows."""
@@ -121,6 +122,8 @@ def test_the_count_follows_the_trend_never_the_swings(tmp_path: Path, server_fac
     if trace == "burst":
         assert moves == [], counts  # 0.4 s of burst never outlasts the 1 s up window
     elif trace in ("ramp", "sawtooth"):
-        assert moves == [1] and max(counts) >= 3, counts  # up with the load (the sawtooth's peaks), never down
+        # up with the load (the sawtooth's peaks); at most one step back once more instances shorten the requests
+        # in flight (then a count that serves the peaks), never up again: no flapping; settled by the end
+        assert moves in ([1], [1, -1]) and max(counts) >= 3 and len(set(counts[-20:])) == 1, counts
     else:
         assert moves == [1, -1] and max(counts) >= 3 and counts[-1] < max(counts), counts  # up once, down once
