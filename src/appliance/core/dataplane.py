@@ -297,12 +297,10 @@ class DataPlane:
             raise Unavailable("server is shutting down and accepts no new requests")
         route = self.routes.get(request.model_name)
         # An unknown model fails here, before it counts as in flight
-        try:
+        try:  # synchronous on the hot path; only a parked model waits
             served = self.repository.get(request.model_name, request.model_version) if route is None else None
-        except Parked:  # loaded again for this request, which waits (bounded) instead of failing
-            served = await self.repository.wake(
-                request.model_name, request.model_version, self.settings.park_wake_timeout_s
-            )
+        except Parked:
+            served = await self._wake(request.model_name, request.model_version)
         self._inflight += 1
         self._idle.clear()
         try:
@@ -331,11 +329,14 @@ class DataPlane:
         if served is None:
             try:
                 served = self.repository.get(request.model_name, request.model_version)
-            except Parked:  # as for a request to the model itself: it loads again, the request waits
-                served = await self.repository.wake(
-                    request.model_name, request.model_version, self.settings.park_wake_timeout_s
-                )
+            except Parked:
+                served = await self._wake(request.model_name, request.model_version)
         return await self._infer_on(served, request, own_inputs)
+
+    async def _wake(self, name: str, version: str) -> ModelVersion:
+        """A parked model loads again for an inference request, which waits (bounded by ``park_wake_timeout_s``)
+        instead of failing."""
+        return await self.repository.wake(name, version, self.settings.park_wake_timeout_s)
 
     async def _infer_on(self, served: ModelVersion, request: InferRequest, own_inputs: bool) -> InferResponse:
         if not request.uses_shared_memory():
