@@ -3,7 +3,9 @@
 #   scripts/setup.sh            the appliance and its runtime dependencies
 #   scripts/setup.sh test       plus what the test suite needs (pytest, the real tritonserver wheel, ruff, mypy,
 #                               OpenTelemetry (the tracing extra), ...,
-#                               and Debian's redis-server, which the Redis response cache tests start themselves)
+#                               and Debian's redis-server, which the Redis response cache tests start themselves,
+#                               and swupdate, which checks the update bundles the update tests make,
+#                               and nginx, nft, visudo/sudo and sshd, which check the image's configuration files)
 # Installs Debian packages with apt-get when run as root on Debian and something is missing; Debian's
 # Python refuses pip outside a virtual environment (PEP 668), so everything goes into .venv.
 set -euo pipefail
@@ -13,7 +15,10 @@ extras="${1:-}"
 need_apt=()
 apt_pkgs=(python3-venv python3-dev build-essential)
 if [ "$extras" = "test" ]; then
-    apt_pkgs+=(redis-server)
+    apt_pkgs+=(redis-server swupdate)
+    # The image's nginx site, firewall ruleset, sudoers file and sshd drop-in are checked with the real tools
+    # (tests/test_proxy_config.py, test_firewall.py, test_engineer_access.py).
+    apt_pkgs+=(nginx nftables sudo openssh-server)
 fi
 if command -v dpkg >/dev/null 2>&1; then
     for pkg in "${apt_pkgs[@]}"; do

@@ -1,4 +1,5 @@
-"""The ``appliance`` command: ``serve``, ``demo-repository``, ``keys``, ``autoscale``, ``power-mode``, ``optimize``.
+"""The ``appliance`` command: ``serve``, ``demo-repository``, ``keys``, ``autoscale``, ``power-mode``, ``update``,
+``data``, ``optimize``.
 
 Flags that ``tritonserver`` also has keep its names (``--model-repository``, ``--http-port``, ``--grpc-port``,
 ``--model-control-mode``, ``--repository-poll-secs``, ``--load-model``, ``--exit-timeout-secs``,
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .datapart import add_parser as data_parser
 from .settings import (
     ENV_PREFIX,
     MetricsAccess,
@@ -24,6 +26,7 @@ from .settings import (
     join_cache_configs,
     load_settings,
 )
+from .update.cli import add_parser as update_parser
 
 
 def _doc(name: str) -> str:
@@ -136,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("directory", type=Path, metavar="DIR", help="folder to write (created if missing)")
     _keys_parser(sub)
     _autoscale_parser(sub)
+    update_parser(sub)
+    data_parser(sub)
     sub.add_parser(
         "optimize",
         add_help=False,
@@ -377,6 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         return _autoscale(args)
     if args.command == "power-mode":
         return _power_mode(args)
+    if args.command == "update":
+        from .update.cli import main as update_main
+
+        return update_main(args)
+    if args.command == "data":
+        from .datapart import main as data_main
+
+        return data_main(args)
 
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
