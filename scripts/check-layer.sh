@@ -18,7 +18,8 @@
 #              ../shared/yocto/mirrors when present, else the network
 #   parse      bitbake -p for every Orin machine (kas.yml + each kas/*.yml fragment), all in
 #              one BitBake run through multiconfig so the configuration is loaded once
-#   graph      bitbake -g ml-inference-image for every machine: a missing provider fails
+#   graph      bitbake -g ml-inference-image and its update bundle ml-inference-update for every
+#              machine: a missing provider fails
 #   unpack     bitbake -c unpack on our own recipes
 #   ycl        yocto-check-layer on meta-inference
 #
@@ -40,12 +41,14 @@ STEPS=${LAYER_CHECK_STEPS:-all}
 KAS_VERSION=5.5
 OELINT_VERSION=9.11.2
 IMAGE=ml-inference-image
+# The signed A/B update bundle of the image (recipes-update/, meta-swupdate): its graph is checked too.
+UPDATE_BUNDLE=ml-inference-update
 # Our recipes that have sources to unpack.
-UNPACK_RECIPES="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
+UNPACK_RECIPES="appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access appliance-update-config appliance-engines appliance-proxy appliance-monitoring tritonserver-service python3-prometheus-client python3-pydantic-settings"
 # yocto-check-layer's world: what the layer adds, and the recipes its bbappends change.
-YCL_WORLD="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
+YCL_WORLD="appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access nginx appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
 # Recipes the image graph must contain (else the image silently lost a component).
-GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-conf appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
+GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access nftables sudo appliance-update-config swupdate tegra-redundant-boot tegra-uefi-capsules appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
 
 # oelint-adv rules we suppress, and why:
 #   oelint.vars.homepageping  it fetches HOMEPAGE over the network: always fails offline
@@ -228,6 +231,9 @@ render_unit() {  # render_unit SRC DEST
         -e 's,@KEYS_FILE@,/var/lib/appliance/keys.json,g' \
         -e 's,@ADMIN_KEY_FILE@,/var/lib/appliance/admin.key,g' \
         -e 's,@STATEDIR@,/var/lib/appliance,g' \
+        -e 's,@DATA_DEVICE@,/dev/disk/by-partlabel/UDA,g' \
+        -e 's,@SYSCONFDIR@,/etc,g' \
+        -e 's,@CONFIRM_TIMEOUT@,600,g' \
         -e 's,@CACHEDIR@,/var/cache/appliance,g' "$1" > "$2"
 }
 
@@ -247,7 +253,7 @@ step_units() {
         fi
         units+=("$name")
         from[$name]=${src#"$ROOT"/}
-    done < <(find "$ROOT"/recipes-* -name '*.service.in' -o -name '*.service' -o -name '*.socket' -o -name '*.timer' -o -name '*.path' | sort)
+    done < <(find "$ROOT"/recipes-* -name '*.service.in' -o -name '*.service' -o -name '*.socket' -o -name '*.timer' -o -name '*.path' -o -name '*.mount' -o -name '*.mount.in' | sort)
     # nginx's drop-in: verify it on a stand-in nginx.service (nginx is not on the host).
     while IFS= read -r src; do
         local base
@@ -402,11 +408,11 @@ step_parse() {
 }
 
 step_graph() {
-    local build=$CACHE/work/build targets="$IMAGE" m pn missing=() bad=0
-    for m in "${MACHINES[@]}"; do targets+=" mc:${m%% *}:$IMAGE"; done
+    local build=$CACHE/work/build targets="$IMAGE $UPDATE_BUNDLE" m pn missing=() bad=0
+    for m in "${MACHINES[@]}"; do targets+=" mc:${m%% *}:$IMAGE mc:${m%% *}:$UPDATE_BUNDLE"; done
     as_user mkdir -p "$build/graph"
     kas_shell "$build" "$ROOT/kas.yml" "cd $build/graph && bitbake -g $targets" \
-        || { fail "graph: bitbake -g $IMAGE failed: a DEPENDS/RDEPENDS has no provider (errors above name it and the recipe that asked)"; return 1; }
+        || { fail "graph: bitbake -g $IMAGE $UPDATE_BUNDLE failed: a DEPENDS/RDEPENDS has no provider (errors above name it and the recipe that asked)"; return 1; }
     # pn-buildlist holds every mc's recipes, prefixed mc:NAME: for the multiconfigs.
     for m in "" "${MACHINES[@]}"; do
         local prefix=""

@@ -42,6 +42,7 @@ def test_the_image_configuration_loads_with_auth_on(tmp_path: Path):
     assert settings.audit_log_file == state / "audit.log"
     assert settings.model_repository == state / "models"
     assert settings.http_address == "127.0.0.1"  # REST only behind nginx's TLS
+    assert settings.grpc_address == "127.0.0.1"  # gRPC too: nginx serves it on 443
     # the weak defaults a product may change, as the recipe sets them
     assert (settings.http_port, settings.grpc_port, settings.triton_url) == (8000, 8001, "127.0.0.1:8101")
     assert settings.model_control_mode.value == "none" and settings.max_request_bytes == 64 * 1024 * 1024

@@ -428,3 +428,17 @@ def test_clients_from_the_network_cannot_use_shared_memory(server_factory: Any, 
             local.unregister_system_shared_memory()
     finally:
         regions.destroy()
+
+
+def test_clients_through_the_proxy_cannot_use_shared_memory(server: ServerProcess, regions: Regions) -> None:
+    """nginx's grpc_pass (port 443) connects from loopback and names the client in x-forwarded-for, as it does
+    for REST: such a client is remote, and a remote client cannot claim to be local by sending the header."""
+    _, key = regions.create("proxied", 16, np.zeros(4, np.float32))
+    for transport in TRANSPORTS:
+        c = client(server, transport)
+        forwarded = {"x-forwarded-for": "192.0.2.7"}
+        error = error_of(partial(c.register_system_shared_memory, "proxied", key, 16, headers=forwarded))
+        assert "only available to clients on this machine" in error.message()
+        assert error.status() in ("403", "StatusCode.PERMISSION_DENIED")
+        c.register_system_shared_memory("proxied", key, 16, headers={"x-forwarded-for": "127.0.0.1"})
+        c.unregister_system_shared_memory("proxied")

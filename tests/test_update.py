@@ -265,3 +265,67 @@ def test_the_device_booted_the_old_slot_again(tmp_path: Path) -> None:
     action, reboots = _confirm(record, slots, lambda: (True, "ready"))
     assert action is Action.FAILED_OLD_SLOT and slots.good and not reboots
     assert record.history()[-1]["outcome"] == "failed" and record.pending() is None
+
+
+def _layer_bundle(tmp_path: Path, signer: Signer) -> Path:
+    """A bundle made from the layer's own sw-description and appliance-update.lua, as ml-inference-update's
+    do_swuimage fills them in (@@VAR@@ from BitBake, $swupdate_get_sha256(file) from the artefacts)."""
+    import hashlib
+    import io
+    import re
+    import tarfile
+
+    from tests.support.swu import sign
+
+    files = Path(__file__).parent.parent / "recipes-update" / "images" / "files"
+    rootfs = io.BytesIO()
+    with tarfile.open(fileobj=rootfs, mode="w:gz") as tar:
+        data = b"ID=inference\n"
+        info = tarfile.TarInfo("etc/os-release")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    artefacts = {
+        f"ml-inference-image-{MACHINE}.rootfs.tar.gz": rootfs.getvalue(),
+        "tegra-bl.cap": b"capsule" * 100,
+        "appliance-update.lua": (files / "appliance-update.lua").read_bytes(),
+    }
+    variables = {
+        "DISTRO_VERSION": "0.2.0", "INFERENCE_BUILD_ID": "abc1234", "MACHINE": MACHINE,
+        "APPLIANCE_UPDATE_HWREVISION": "1.0", "ROOTFS_DEVICE_PATH": str(tmp_path / "dev"),
+        "ROOTFS_FILENAME": f"ml-inference-image-{MACHINE}.rootfs.tar.gz",
+        "TEGRA_SWUPDATE_CAPSULE_INSTALL_PATH": str(tmp_path / "esp" / "TEGRA_BL.Cap"),
+        "TEGRA_SWUPDATE_BOOTLOADER_VERSION": "39.2.0",
+    }  # fmt: skip
+    text = (files / "sw-description").read_text()
+    text = re.sub(r"@@(\w+)@@", lambda m: variables[m.group(1)], text)
+    text = re.sub(
+        r"\$swupdate_get_sha256\(([^)]+)\)", lambda m: hashlib.sha256(artefacts[m.group(1)]).hexdigest(), text
+    )
+    assert "@@" not in text and "$swupdate" not in text
+    desc = text.encode()
+    members = [("sw-description", desc), ("sw-description.sig", sign(desc, signer, tmp_path / "sign"))]
+    path = tmp_path / "ml-inference-update.swu"
+    path.write_bytes(cpio(members + list(artefacts.items())))
+    return path
+
+
+def test_the_layers_own_sw_description_is_what_the_verifier_and_swupdate_accept(
+    tmp_path: Path, keys: tuple[Signer, Signer]
+) -> None:
+    bundle = _layer_bundle(tmp_path, keys[0])
+    verified = verify_bundle(bundle, keys[0].cert, MACHINE, "1.0")
+    assert verified.version == "0.2.0+abc1234"
+    assert {a.filename for a in verified.artefacts} == {
+        f"ml-inference-image-{MACHINE}.rootfs.tar.gz",
+        "tegra-bl.cap",
+        "appliance-update.lua",
+    }
+    for slot in ("a", "b"):
+        done = subprocess.run(
+            ["swupdate", "-c", "-i", str(bundle), "-k", str(keys[0].cert), "-e", f"system,slot_{slot}",
+             "-H", f"{MACHINE}:1.0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    with pytest.raises(BundleError, match="revision"):
+        verify_bundle(bundle, keys[0].cert, MACHINE, "2.0")

@@ -15,9 +15,11 @@ inherit allarch appliance-paths
 APPLIANCE_MODEL_CONTROL_MODE ??= "none"
 # Every request but liveness and readiness needs an API key.
 APPLIANCE_AUTH ??= "true"
-# REST stays on loopback behind nginx's TLS; gRPC listens where APPLIANCE_GRPC_ADDRESS says.
+# REST and gRPC stay on loopback behind nginx's TLS on 443 (appliance-proxy; keep the ports in step with its
+# APPLIANCE_HTTP_PORT and APPLIANCE_GRPC_PORT). "0.0.0.0" serves plaintext gRPC on every interface as well,
+# which the firewall (appliance-firewall) then has to open.
 APPLIANCE_HTTP_PORT ??= "8000"
-APPLIANCE_GRPC_ADDRESS ??= "0.0.0.0"
+APPLIANCE_GRPC_ADDRESS ??= "127.0.0.1"
 APPLIANCE_GRPC_PORT ??= "8001"
 # The local tritonserver (tritonserver.service).
 APPLIANCE_TRITON_URL ??= "127.0.0.1:8101"
@@ -25,6 +27,8 @@ APPLIANCE_EXIT_TIMEOUT_SECS ??= "30"
 # Keep in step with appliance-proxy's APPLIANCE_PROXY_MAX_BODY.
 APPLIANCE_MAX_REQUEST_BYTES ??= "67108864"
 APPLIANCE_LOG_LEVEL ??= "info"
+# A/B updates: the record and the spool of POST /v2/update on the data partition; empty: updates are off.
+APPLIANCE_UPDATE_DIR ??= "${@bb.utils.contains('DISTRO_FEATURES', 'appliance-update', '/data/update', '', d)}"
 
 do_compile() {
     sed -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
@@ -40,6 +44,7 @@ do_compile() {
         -e 's,@EXIT_TIMEOUT_SECS@,${APPLIANCE_EXIT_TIMEOUT_SECS},g' \
         -e 's,@MAX_REQUEST_BYTES@,${APPLIANCE_MAX_REQUEST_BYTES},g' \
         -e 's,@LOG_LEVEL@,${APPLIANCE_LOG_LEVEL},g' \
+        -e 's,@UPDATE_DIR@,${APPLIANCE_UPDATE_DIR},g' \
         ${S}/appliance.toml.in > ${B}/appliance.toml
 }
 

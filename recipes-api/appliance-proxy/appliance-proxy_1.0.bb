@@ -1,12 +1,14 @@
-SUMMARY = "nginx TLS front for the appliance's REST API"
+SUMMARY = "nginx TLS front for the appliance's REST and gRPC APIs"
 DESCRIPTION = "nginx site that terminates TLS on port 443 with a per-device certificate made \
-at first boot, limits request bodies and rate, and forwards to appliance.service on loopback."
+at first boot (named after the module's serial number), limits request bodies and rate, and forwards \
+REST, WebSocket and KServe v2 gRPC to appliance.service on loopback; port 80 only redirects to https."
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
 SRC_URI = " \
     file://appliance-proxy.conf.in \
     file://appliance-tls-cert.service.in \
+    file://appliance-tls-cert.sh.in \
     file://nginx-appliance.conf \
 "
 
@@ -19,21 +21,30 @@ APPLIANCE_PROXY_MAX_BODY ??= "64m"
 APPLIANCE_PROXY_RATE ??= "200r/s"
 APPLIANCE_PROXY_BURST ??= "400"
 APPLIANCE_TLS_DIR ?= "${sysconfdir}/appliance/tls"
+# Where appliance.service listens on loopback: the same weak defaults as appliance-conf's, so a product that
+# sets APPLIANCE_HTTP_PORT or APPLIANCE_GRPC_PORT in its distro or local configuration moves both.
+APPLIANCE_HTTP_PORT ??= "8000"
+APPLIANCE_GRPC_PORT ??= "8001"
 
 do_compile() {
     sed -e 's,@APPLIANCE_TLS_DIR@,${APPLIANCE_TLS_DIR},g' \
         -e 's,@MAX_BODY@,${APPLIANCE_PROXY_MAX_BODY},g' \
         -e 's,@RATE@,${APPLIANCE_PROXY_RATE},g' \
         -e 's,@BURST@,${APPLIANCE_PROXY_BURST},g' \
+        -e 's,@HTTP_PORT@,${APPLIANCE_HTTP_PORT},g' \
+        -e 's,@GRPC_PORT@,${APPLIANCE_GRPC_PORT},g' \
         ${S}/appliance-proxy.conf.in > ${B}/appliance-proxy.conf
-    sed -e 's,@BINDIR@,${bindir},g' \
+    sed -e 's,@SBINDIR@,${sbindir},g' \
         -e 's,@APPLIANCE_TLS_DIR@,${APPLIANCE_TLS_DIR},g' \
         ${S}/appliance-tls-cert.service.in > ${B}/appliance-tls-cert.service
+    sed -e 's,@BINDIR@,${bindir},g' \
+        ${S}/appliance-tls-cert.sh.in > ${B}/appliance-tls-cert
 }
 
 do_install() {
     install -Dm 0644 ${B}/appliance-proxy.conf ${D}${sysconfdir}/nginx/conf.d/appliance-proxy.conf
     install -Dm 0644 ${B}/appliance-tls-cert.service ${D}${systemd_system_unitdir}/appliance-tls-cert.service
+    install -Dm 0755 ${B}/appliance-tls-cert ${D}${sbindir}/appliance-tls-cert
     install -Dm 0644 ${S}/nginx-appliance.conf ${D}${systemd_system_unitdir}/nginx.service.d/appliance.conf
 }
 

@@ -43,11 +43,13 @@ do_install:append() {
 
 SYSTEMD_SERVICE:${PN} = "appliance.service appliance-admin-key.service"
 
-# Every module the package imports, the standard library's packages included (tests/test_image_imports.py
+# Every module the package imports, the standard library's packages included (and openssl, which checks the
+# signature of an update bundle) (tests/test_image_imports.py
 # checks it against OE's python3-manifest.json at the pinned commit).
 RDEPENDS:${PN} = " \
     appliance-conf \
     inference-users \
+    openssl-bin \
     python3-asyncio \
     python3-compression \
     python3-crypt \

@@ -19,6 +19,8 @@ inherit core-image
 
 # Flashed with initrd-flash from the .tegraflash-tar.zst archive, which meta-tegra's tegra-common.inc adds to
 # IMAGE_FSTYPES. Not set here: a product adds its own types with IMAGE_FSTYPES += in its configuration.
+# With A/B updates, the update bundle (ml-inference-update) carries the root filesystem as a tar archive.
+IMAGE_FSTYPES:append = "${@bb.utils.contains('DISTRO_FEATURES', 'appliance-update', ' tar.gz', '', d)}"
 
 # Room for model repositories and engines.
 IMAGE_ROOTFS_EXTRA_SPACE = "2097152"

@@ -14,7 +14,10 @@ PACKAGES = " \
 RDEPENDS:${PN}-service = " \
     appliance \
     appliance-autoscaler \
+    appliance-data \
+    appliance-firewall \
     appliance-proxy \
+    ${@'appliance-update-config' if bb.utils.contains('DISTRO_FEATURES', 'appliance-update', True, False, d) and bb.utils.contains('BBFILE_COLLECTIONS', 'swupdate', True, False, d) else ''} \
 "
 # TensorRT and pycuda are used in process by the TensorRT backend; Triton is driven over gRPC.
 RDEPENDS:${PN}-gpu = " \
@@ -25,7 +28,9 @@ RDEPENDS:${PN}-gpu = " \
     triton-server \
     tritonserver-service \
 "
+# The field engineer's way in: SSH with keys, sudo for the appliance's units.
 RDEPENDS:${PN}-tools = " \
+    engineer-access \
     tegra-nvpmodel \
     tegra-tools-jetson-clocks \
     tegra-tools-tegrastats \

@@ -90,11 +90,29 @@ class Appliance:
         self.systemd = Notifier()  # READY=1, the watchdog, STOPPING=1 (under Type=notify)
         self.logs = RecentLogs()  # the newest log lines, for the support bundle (attached while serving)
 
+    def _report_boot(self) -> None:
+        """Put what this boot found on the data partition, and decided about an update, on the timeline; a data
+        partition that is missing or had to be made again is an error in the log too."""
+        from .datapart import HEALTHY, read_state
+        from .update.confirm import UpdateRecord
+
+        events = self.dataplane.events
+        data = read_state(self.settings.data_state_file)
+        if data is not None:
+            events.add("data_partition", "", f"data partition {data.get('state')}: {data.get('message')}", **data)
+            if data.get("state") not in HEALTHY:
+                log.error("data partition %s: %s", data.get("state"), data.get("message"))
+        if self.settings.update_dir is not None:
+            boot = UpdateRecord(self.settings.update_dir).last_boot()
+            if boot is not None:
+                events.add("update", "", f"boot on slot {boot.get('slot')}: {boot.get('message')}", **boot)
+
     async def start(self) -> None:
         s = self.settings
         # Off (no extra, no OTLP endpoint): None, and OpenTelemetry is never imported
         self.tracing = self.dataplane.tracer = setup_tracing()
         logging.getLogger().addHandler(self.logs)
+        self._report_boot()
         await self.dataplane.start()
         if s.allow_grpc:
             server = self._grpc = create_server(self.dataplane, s.max_request_bytes)

@@ -343,6 +343,30 @@ class Settings(BaseSettings):
     """Where the device's ``/sys``, ``/proc``, ``/etc`` and ``/var`` files are read from: ``/``, or a recorded
     tree (tests, a device's files examined elsewhere)."""
 
+    update_dir: Path | None = None
+    """The A/B update record and spool on the data partition (``/data/update`` in the image): ``GET /v2/update``
+    shows the running slot, an update waiting for its health check and the last outcomes; ``POST /v2/update``
+    takes a signed bundle, verifies it and queues it for ``appliance-update.service``. Unset or empty: updates
+    are off."""
+
+    @field_validator("update_dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    update_certificate: Path = Path("/usr/share/swupdate/swupdate.pem")
+    """The certificate update bundles must be signed for (the image's, on the root filesystem)."""
+
+    update_hwrevision_file: Path = Path("/etc/hwrevision")
+    """This device's ``MACHINE REVISION``, checked against a bundle's ``hardware-compatibility``."""
+
+    update_max_bytes: int = Field(default=8 * 1024**3, gt=0)
+    """The largest update bundle ``POST /v2/update`` accepts (bytes)."""
+
+    data_state_file: Path = Path("/run/appliance-data.json")
+    """What ``appliance data prepare`` found on the data partition at boot, shown by ``GET /v2/update``; the
+    service logs an error at start when the partition is missing or had to be made again."""
+
     triton_url: str = ""
     """gRPC address (host:port) of the local tritonserver that serves models the appliance does not run in
     process (their config says so, or their backend needs it); empty: no Triton."""

@@ -7,9 +7,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 state_file = Path(os.environ["FAKE_NVBOOTCTRL_STATE"])
-state = json.loads(state_file.read_text()) if state_file.exists() else {"current": 0, "active": 0, "good": []}
+state: dict[str, Any] = (
+    json.loads(state_file.read_text()) if state_file.exists() else {"current": 0, "active": 0, "good": []}
+)
 args = sys.argv[1:]
 state.setdefault("calls", []).append(" ".join(args))
 if args == ["get-current-slot"]:

@@ -1,7 +1,8 @@
 """What happened to each model, and to the device, in order: the timeline the admin panel draws against latency.
 
 Loads (and failed loads), unloads, parks, instance changes, canary steps and rollbacks, the autoscaler's
-decisions, thermal throttling and power mode changes are kept, the newest :data:`KEEP`, in memory
+decisions, thermal throttling and power mode changes, and at start what the boot found on the data partition and
+decided about an A/B update, are kept, the newest :data:`KEEP`, in memory
 (``GET /v2/events``). Each event is one line a person reads (``detail``) and the figures behind it (``data``).
 """
 
@@ -14,7 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 KEEP = 5000
-KINDS = ("load", "load_failed", "unload", "park", "instances", "canary", "autoscaler", "throttling", "power_mode")
+KINDS = (
+    "load", "load_failed", "unload", "park", "instances", "canary", "autoscaler", "throttling", "power_mode",
+    "data_partition", "update",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

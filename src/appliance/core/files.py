@@ -28,11 +28,12 @@ def owner_for(path: Path) -> tuple[int, int] | None:
     return None
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, mode: int | None = None) -> None:
     """Replace ``path`` with ``text``, atomically and durably: a temporary file beside it (mode 0600, from
     mkstemp), flushed and fsynced, renamed over the old one, and the folder fsynced; so the file is always the
     old or the new content, never half of one, even after a power cut. Written by root, the file keeps its owner
-    (:func:`owner_for`). OSError when it cannot be written."""
+    (:func:`owner_for`). ``mode``: other permissions than 0600 (a record others may read). OSError when it cannot
+    be written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     owner = owner_for(path)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -42,6 +43,8 @@ def write_atomically(path: Path, text: str) -> None:
             f.flush()
             if owner is not None:
                 os.fchown(f.fileno(), *owner)
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(temporary, path)
     except BaseException:

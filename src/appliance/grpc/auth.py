@@ -38,7 +38,21 @@ OPERATIONS = {
 
 
 def peer(context: Any) -> Peer:
-    """From grpc's peer string: ``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:/run/x.sock``."""
+    """The client: from grpc's peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:/run/x.sock``);
+    for a connection from the device itself that carries ``x-forwarded-for`` (nginx's ``grpc_pass`` on port 443
+    sets it to the client's address), the address it names, as uvicorn does for REST. So a client that comes
+    through nginx is not taken for a local one (shared memory is for local clients only), and the audit log names
+    it; a remote client cannot claim to be local, since only a loopback peer's header is believed."""
+    transport = _transport_peer(context)
+    if transport.local:
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-forwarded-for" and isinstance(value, str) and value.strip():
+                address = value.split(",")[-1].strip()
+                return Peer(address, is_local_client(address))
+    return transport
+
+
+def _transport_peer(context: Any) -> Peer:
     text: str = context.peer() or ""
     scheme, _, address = text.partition(":")
     if scheme.startswith("unix"):

@@ -29,6 +29,7 @@ from .endpoints import Endpoints
 from .history import HistoryEndpoint
 from .keys import KeysEndpoint
 from .support import SupportEndpoint
+from .update import UpdateEndpoint
 from .websocket import InferSocket
 
 HTTP_STATUS = {
@@ -111,6 +112,7 @@ def routes(
     history = HistoryEndpoint(endpoints.dataplane.history, endpoints.dataplane.events)
     support = support or SupportEndpoint(endpoints.dataplane, None, None)
     keys = KeysEndpoint(guard)
+    update = UpdateEndpoint(endpoints.dataplane.settings)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -189,6 +191,8 @@ def routes(
         route("DELETE", "/v2/keys/{name}", keys.revoke, op.KEY_REVOKE, tags=["keys"], summary="Revoke"),
         get("/v2/settings", support.settings, op.SETTINGS_READ, "support", "The effective settings, secrets masked"),
         get("/v2/support/bundle", support.bundle, op.SUPPORT_BUNDLE, "support", "A support archive (.tar.gz)"),
+        get("/v2/update", update.status, op.UPDATE_READ, "update", "Boot slot, pending update, outcomes"),
+        post("/v2/update", update.apply, op.UPDATE_APPLY, "update", "Verify and queue a signed .swu bundle"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),
         get(f"{system}/region/{{name}}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "One"),
         post(

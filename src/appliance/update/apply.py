@@ -36,6 +36,10 @@ class Device:
     revision: str
     certificate: Path
 
+    @classmethod
+    def read(cls, certificate: Path = KEY_FILE, hwrevision_file: Path = HWREVISION_FILE) -> Device:
+        return read_device(certificate, hwrevision_file)
+
 
 def read_device(key_file: Path = KEY_FILE, hwrevision_file: Path = HWREVISION_FILE) -> Device:
     try:

@@ -44,6 +44,9 @@ class Pending:
     bundle: str = ""
     boot_id: str = ""  # the boot during which it was installed: the same boot decides nothing
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 class Action(str, enum.Enum):
     NOT_REBOOTED = "not-rebooted"  # installed during this very boot: nothing to decide before a reboot
@@ -82,6 +85,23 @@ class UpdateRecord:
     def history_file(self) -> Path:
         return self.directory / "history.jsonl"
 
+    @property
+    def boot_file(self) -> Path:
+        return self.directory / "boot.json"
+
+    def set_last_boot(self, slot: str, action: Action, message: str) -> None:
+        """What the check of this boot decided: the running slot as the API shows it (the service cannot ask
+        nvbootctrl itself)."""
+        doc = {"slot": slot, "action": action.value, "message": message, "boot_id": boot_id(), "time": time.time()}
+        write_atomically(self.boot_file, json.dumps(doc) + "\n", mode=0o644)
+
+    def last_boot(self) -> dict[str, Any] | None:
+        try:
+            value = json.loads(self.boot_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
     def pending(self) -> Pending | None:
         try:
             raw = json.loads(self.pending_file.read_text())
@@ -93,7 +113,7 @@ class UpdateRecord:
             return None
 
     def set_pending(self, pending: Pending) -> None:
-        write_atomically(self.pending_file, json.dumps(asdict(pending)) + "\n")
+        write_atomically(self.pending_file, json.dumps(asdict(pending)) + "\n", mode=0o644)
 
     def clear_pending(self) -> None:
         self.pending_file.unlink(missing_ok=True)
@@ -105,7 +125,7 @@ class UpdateRecord:
         entry.update(extra)
         lines = self.history(_HISTORY_KEEP - 1)
         lines.append(entry)
-        write_atomically(self.history_file, "".join(json.dumps(e) + "\n" for e in lines))
+        write_atomically(self.history_file, "".join(json.dumps(e) + "\n" for e in lines), mode=0o644)
         return entry
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -181,6 +201,7 @@ def confirm_boot(
         action = decide(pending, current, this_boot, healthy, clock() - start, timeout_s)
         if action is Action.NOT_REBOOTED:
             log.info("update %s installed during this boot: reboot to try it", pending and pending.version)
+            return action
         elif action is Action.WAIT:
             log.info(
                 "update %s on slot %s: %s; waiting (%.0f of %.0f s)",
@@ -194,7 +215,8 @@ def confirm_boot(
             continue
         elif action is Action.KEEP:
             slots.mark_successful()
-            log.info("no update pending: slot %s marked good", current)
+            why = "no update pending: marked good"
+            log.info("slot %s: %s", current, why)
         elif action is Action.FAILED_OLD_SLOT:
             assert pending is not None
             slots.mark_successful()
@@ -202,6 +224,7 @@ def confirm_boot(
             record.add("failed", message, pending)
             record.clear_pending()
             log.error("update %s failed: %s", pending.version, message)
+            why = message
         elif action is Action.CONFIRM:
             assert pending is not None
             slots.mark_successful()
@@ -217,5 +240,8 @@ def confirm_boot(
             record.add("rolled-back", message, pending)
             record.clear_pending()
             log.error("update %s: %s", pending.version, message)
+            record.set_last_boot(current, action, message)
             reboot()
+            return action
+        record.set_last_boot(current, action, why)
         return action

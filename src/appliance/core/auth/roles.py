@@ -64,6 +64,8 @@ class Operation(enum.Enum):
     KEYS_READ = "keys_read"  # GET /v2/keys
     KEY_CREATE = "key_create"  # appliance keys create
     KEY_REVOKE = "key_revoke"  # appliance keys revoke
+    UPDATE_READ = "update_read"  # GET /v2/update: slots, pending update, outcomes, data partition
+    UPDATE_APPLY = "update_apply"  # POST /v2/update: a signed bundle, verified and queued
 
     @property
     def required(self) -> Role | None:
@@ -107,6 +109,8 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.KEYS_READ: Role.ADMIN,
     Operation.KEY_CREATE: Role.ADMIN,
     Operation.KEY_REVOKE: Role.ADMIN,
+    Operation.UPDATE_READ: Role.READ,
+    Operation.UPDATE_APPLY: Role.ADMIN,
 }
 
 
