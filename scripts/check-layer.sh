@@ -233,6 +233,7 @@ render_unit() {  # render_unit SRC DEST
         -e 's,@STATEDIR@,/var/lib/appliance,g' \
         -e 's,@DATA_DEVICE@,/dev/disk/by-partlabel/UDA,g' \
         -e 's,@SYSCONFDIR@,/etc,g' \
+        -e 's,@HTTP_PORT@,8000,g' \
         -e 's,@CONFIRM_TIMEOUT@,600,g' \
         -e 's,@CACHEDIR@,/var/cache/appliance,g' "$1" > "$2"
 }

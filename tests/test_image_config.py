@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from appliance.settings import load_settings
+from tests.support.image_files import weak_defaults as image_weak_defaults
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes-api"
 TEMPLATE = RECIPES / "appliance-conf" / "files" / "appliance.toml.in"
@@ -15,9 +16,10 @@ RECIPE = RECIPES / "appliance-conf" / "appliance-conf_1.0.bb"
 
 
 def weak_defaults() -> dict[str, str]:
-    """The recipe's ``APPLIANCE_X ??= "v"`` defaults, as placeholder -> value (``@X@`` -> v)."""
-    found = re.findall(r'^APPLIANCE_([A-Z_]+) \?\?= "([^"]*)"$', RECIPE.read_text(), re.MULTILINE)
-    return {name: value for name, value in found}
+    """The recipe's ``APPLIANCE_X ??= "v"`` defaults (its own and appliance-paths'), as placeholder -> value
+    (``@X@`` -> v); UPDATE_DIR as the inference distro has it (the appliance-update feature on)."""
+    found = {k.removeprefix("APPLIANCE_"): v for k, v in image_weak_defaults(RECIPE).items()}
+    return {**found, "UPDATE_DIR": "/data/update"}
 
 
 def test_the_image_configuration_loads_with_auth_on(tmp_path: Path):
@@ -45,4 +47,12 @@ def test_the_image_configuration_loads_with_auth_on(tmp_path: Path):
     assert settings.grpc_address == "127.0.0.1"  # gRPC too: nginx serves it on 443
     # the weak defaults a product may change, as the recipe sets them
     assert (settings.http_port, settings.grpc_port, settings.triton_url) == (8000, 8001, "127.0.0.1:8101")
-    assert settings.model_control_mode.value == "none" and settings.max_request_bytes == 64 * 1024 * 1024
+    assert settings.model_control_mode.value == "explicit" and settings.load_model == ["*"]
+    assert settings.max_request_bytes == 64 * 1024 * 1024 and settings.update_dir == Path("/data/update")
+
+
+def test_without_the_update_feature_updates_are_off(tmp_path: Path):
+    """appliance-conf renders update_dir = "" when the distro has no appliance-update feature."""
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'model_repository = "{tmp_path}"\nupdate_dir = ""\n')
+    assert load_settings(config).update_dir is None

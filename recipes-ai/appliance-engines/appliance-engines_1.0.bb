@@ -2,36 +2,44 @@ SUMMARY = "Prebuilt TensorRT engines of the appliance's models, verified at ever
 DESCRIPTION = "Installs the model repository of engines built on a reference module of this \
 MACHINE (trt-optimize build: model.onnx, model.plan, model.plan.json manifest, config.pbtxt) \
 into the appliance's model repository, and a oneshot unit that runs trt-optimize boot before \
-the services: it keeps engines that match the device, rebuilds the others from their ONNX \
-file, and falls back to ONNX Runtime for a model whose rebuild fails. See docs/optimize.md."
+the services: it keeps engines that match the device and serves the others on ONNX Runtime \
+until appliance-engines-rebuild.service has rebuilt them after boot, when the service swaps \
+them over; a model whose rebuild fails stays on ONNX Runtime. See docs/optimize.md."
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-SRC_URI = "file://appliance-engines.service.in"
+SRC_URI = " \
+    file://appliance-engines.service.in \
+    file://appliance-engines-rebuild.service.in \
+"
 
 S = "${UNPACKDIR}"
 
-inherit systemd
+inherit systemd appliance-paths
 
 # The folder of engines built for this MACHINE on its reference module, set in the build
 # configuration (a kas local_conf_header, or local.conf), e.g.
 #   APPLIANCE_ENGINES_DIR:jetson-agx-orin-devkit = "/srv/engines/jetson-agx-orin-devkit"
 # Empty: no prebuilt engines; the unit is still installed and finds nothing to do.
 APPLIANCE_ENGINES_DIR ??= ""
-APPLIANCE_MODEL_REPOSITORY ??= "${localstatedir}/lib/appliance/models"
 
 # The engines' files are part of the task signature: a new engine rebuilds the package.
 do_install[file-checksums] += "${@'${APPLIANCE_ENGINES_DIR}/:True' if d.getVar('APPLIANCE_ENGINES_DIR') else ''}"
 
 do_compile() {
-    sed -e 's,@BINDIR@,${bindir},g' \
-        -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
-        -e 's,@CACHEDIR@,${localstatedir}/cache/appliance,g' \
-        ${S}/appliance-engines.service.in > ${B}/appliance-engines.service
+    for u in appliance-engines.service appliance-engines-rebuild.service; do
+        sed -e 's,@BINDIR@,${bindir},g' \
+            -e 's,@MODEL_REPOSITORY@,${APPLIANCE_MODEL_REPOSITORY},g' \
+            -e 's,@CACHEDIR@,${localstatedir}/cache/appliance,g' \
+            -e 's,@ADMIN_KEY_FILE@,${APPLIANCE_ADMIN_KEY_FILE},g' \
+            -e 's,@HTTP_PORT@,${APPLIANCE_HTTP_PORT},g' \
+            ${S}/$u.in > ${B}/$u
+    done
 }
 
 do_install() {
     install -Dm 0644 ${B}/appliance-engines.service ${D}${systemd_system_unitdir}/appliance-engines.service
+    install -Dm 0644 ${B}/appliance-engines-rebuild.service ${D}${systemd_system_unitdir}/appliance-engines-rebuild.service
     install -d ${D}${APPLIANCE_MODEL_REPOSITORY}
     if [ -n "${APPLIANCE_ENGINES_DIR}" ]; then
         if [ ! -d "${APPLIANCE_ENGINES_DIR}" ]; then
@@ -46,7 +54,7 @@ do_install() {
 
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
-SYSTEMD_SERVICE:${PN} = "appliance-engines.service"
+SYSTEMD_SERVICE:${PN} = "appliance-engines.service appliance-engines-rebuild.service"
 
 FILES:${PN} += "${APPLIANCE_MODEL_REPOSITORY}"
 

@@ -11,16 +11,16 @@ S = "${UNPACKDIR}"
 
 inherit allarch appliance-paths
 
-# "none" loads every model at start; "explicit" loads only what clients ask for.
-APPLIANCE_MODEL_CONTROL_MODE ??= "none"
+# "explicit" (with load_model = ["*"]: every model is loaded at start) lets the repository API load, unload
+# and swap models: the panel, and the switch to rebuilt TensorRT engines after boot, need it. "none" loads
+# every model at start and allows no change.
+APPLIANCE_MODEL_CONTROL_MODE ??= "explicit"
 # Every request but liveness and readiness needs an API key.
 APPLIANCE_AUTH ??= "true"
-# REST and gRPC stay on loopback behind nginx's TLS on 443 (appliance-proxy; keep the ports in step with its
-# APPLIANCE_HTTP_PORT and APPLIANCE_GRPC_PORT). "0.0.0.0" serves plaintext gRPC on every interface as well,
+# REST and gRPC stay on loopback behind nginx's TLS on 443 (appliance-proxy; the ports, APPLIANCE_HTTP_PORT
+# and APPLIANCE_GRPC_PORT, are appliance-paths'). "0.0.0.0" serves plaintext gRPC on every interface as well,
 # which the firewall (appliance-firewall) then has to open.
-APPLIANCE_HTTP_PORT ??= "8000"
 APPLIANCE_GRPC_ADDRESS ??= "127.0.0.1"
-APPLIANCE_GRPC_PORT ??= "8001"
 # The local tritonserver (tritonserver.service).
 APPLIANCE_TRITON_URL ??= "127.0.0.1:8101"
 APPLIANCE_EXIT_TIMEOUT_SECS ??= "30"

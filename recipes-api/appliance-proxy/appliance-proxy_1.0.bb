@@ -14,17 +14,14 @@ SRC_URI = " \
 
 S = "${UNPACKDIR}"
 
-inherit systemd
+inherit systemd appliance-paths
 
 # Keep in step with max_request_bytes in appliance.toml.
 APPLIANCE_PROXY_MAX_BODY ??= "64m"
 APPLIANCE_PROXY_RATE ??= "200r/s"
 APPLIANCE_PROXY_BURST ??= "400"
 APPLIANCE_TLS_DIR ?= "${sysconfdir}/appliance/tls"
-# Where appliance.service listens on loopback: the same weak defaults as appliance-conf's, so a product that
-# sets APPLIANCE_HTTP_PORT or APPLIANCE_GRPC_PORT in its distro or local configuration moves both.
-APPLIANCE_HTTP_PORT ??= "8000"
-APPLIANCE_GRPC_PORT ??= "8001"
+# The loopback ports of appliance.service: APPLIANCE_HTTP_PORT and APPLIANCE_GRPC_PORT (appliance-paths).
 
 do_compile() {
     sed -e 's,@APPLIANCE_TLS_DIR@,${APPLIANCE_TLS_DIR},g' \

@@ -203,3 +203,76 @@ def test_boot_command_on_a_machine_without_tensorrt_then_appliance_serves(tmp_pa
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_deferred_rebuilds_fall_back_at_once_and_switch_after_boot(tmp_path: Path, mlp_onnx: Path) -> None:
+    """boot --defer-rebuilds (before the service) builds nothing: the mismatched model serves on ONNX Runtime at
+    once; rebuild-deferred (after the service is up) builds it, restores TensorRT and asks for the swap."""
+    from appliance.optimize.boot import DEFERRED, rebuild_deferred
+
+    repo = build_repo(tmp_path, mlp_onnx)
+    builder = FakeTensorRTBuilderForTests(tensorrt_version="10.7.0")
+    outcomes, log = boot(repo, ORIN_NEWER_TRT, builder, defer_rebuilds=True)
+    assert outcomes[0].action == "onnxruntime-deferred" and outcomes[0].engines[0].action == "deferred"
+    assert builder.specs == [] and (repo / "mlp" / DEFERRED).exists()
+    assert "mlp/1: rebuild deferred until after boot" in log and "1 on ONNX Runtime until rebuilt" in log
+    assert read_config(repo / "mlp" / "config.pbtxt").backend == "onnxruntime"
+    again, _ = boot(repo, ORIN_NEWER_TRT, builder, defer_rebuilds=True)  # a power cut before the rebuild ran
+    assert again[0].action == "onnxruntime-earlier" and (repo / "mlp" / DEFERRED).exists()
+
+    switched: list[str] = []
+    out = io.StringIO()
+    done = rebuild_deferred(repo, ORIN_NEWER_TRT, builder, out, switched=switched.append)
+    assert [o.action for o in done] == ["tensorrt"] and switched == ["mlp"] and len(builder.specs) == 1
+    assert read_config(repo / "mlp" / "config.pbtxt").backend == "tensorrt" and not (repo / "mlp" / DEFERRED).exists()
+    assert read_manifest(repo / "mlp" / "1" / "model.plan.json").tensorrt_version == "10.7.0"
+    assert "mlp: the service serves it on TensorRT now" in out.getvalue()
+    assert rebuild_deferred(repo, ORIN_NEWER_TRT, builder, io.StringIO()) == []  # nothing left
+
+
+def test_a_deferred_rebuild_that_fails_stays_on_onnxruntime(tmp_path: Path, mlp_onnx: Path) -> None:
+    from appliance.optimize.boot import DEFERRED, rebuild_deferred
+
+    repo = build_repo(tmp_path, mlp_onnx)
+    boot(repo, ORIN_NEWER_TRT, FakeTensorRTBuilderForTests(), defer_rebuilds=True)
+    switched: list[str] = []
+    out = io.StringIO()
+    failing = FakeTensorRTBuilderForTests(fail="out of memory while building")
+    done = rebuild_deferred(repo, ORIN_NEWER_TRT, failing, out, switched=switched.append)
+    assert [o.action for o in done] == ["onnxruntime"] and switched == []
+    assert "mlp/1: FAILED: rebuild failed: out of memory while building" in out.getvalue()
+    assert (
+        read_config(repo / "mlp" / "config.pbtxt").backend == "onnxruntime" and not (repo / "mlp" / DEFERRED).exists()
+    )
+    # the next boot leaves it there, as after a failed rebuild at boot
+    outcomes, _ = boot(repo, ORIN_NEWER_TRT, failing, defer_rebuilds=True)
+    assert outcomes[0].action == "onnxruntime-earlier" and len(failing.specs) == 1
+
+
+def test_rebuild_deferred_asks_the_running_service_and_it_keeps_serving(
+    tmp_path: Path, mlp_onnx: Path, server_factory: object
+) -> None:
+    """The real service (explicit mode, every model loaded at start, as the image runs it) serves the model on ONNX
+    Runtime while rebuild-deferred runs; its load request reaches the service. Here the swap itself fails (no
+    TensorRT on this machine): the service keeps the ONNX Runtime version, no request fails, and the command
+    says the engines serve from the next start."""
+    repo = build_repo(tmp_path, mlp_onnx)
+    boot(repo, ORIN_NEWER_TRT, FakeTensorRTBuilderForTests(), defer_rebuilds=True)
+    server = server_factory(repo, "--model-control-mode", "explicit", "--load-model", "*")  # type: ignore[operator]
+    x = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
+    body = {"inputs": [{"name": "input", "shape": [2, 16], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    assert httpx.post(f"{server.base}/v2/models/mlp/infer", json=body, timeout=10).status_code == 200
+    device = write_device(ORIN_NEWER_TRT, tmp_path / "newer.json")
+    out = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(out):
+        code = main(["rebuild-deferred", str(repo), "--device", str(device), "--service-url", server.base],
+                    builder=FakeTensorRTBuilderForTests(tensorrt_version="10.7.0"))  # fmt: skip
+    assert code == 0
+    assert "mlp: on TensorRT from the next start (the service did not reload it: HTTP Error 400" in out.getvalue()
+    assert "model 'mlp' version 1 failed to load" in server.log() and "the tensorrt backend needs" in server.log()
+    reply = httpx.post(f"{server.base}/v2/models/mlp/infer", json=body, timeout=10)
+    assert reply.status_code == 200, reply.text
+    expected = ort.InferenceSession(str(mlp_onnx)).run(["logits"], {"input": x})[0]
+    assert np.allclose(np.array(reply.json()["outputs"][0]["data"], np.float32).reshape(2, 10), expected, atol=1e-5)

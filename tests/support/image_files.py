@@ -22,9 +22,21 @@ def tool(name: str, package: str) -> str:
     )
 
 
+CLASSES = Path(__file__).resolve().parents[2] / "meta-inference" / "classes-recipe"
+
+
 def weak_defaults(recipe: Path) -> dict[str, str]:
-    """A recipe's ``NAME ??= "value"`` defaults."""
-    return dict(re.findall(r'^([A-Z_]+) \?\?= "([^"]*)"$', recipe.read_text(), re.MULTILINE))
+    """A recipe's ``NAME ??= "value"`` defaults, with those of the layer's classes it inherits (the recipe's
+    own win, as they are parsed after its ``inherit``)."""
+    text = recipe.read_text()
+    found: dict[str, str] = {}
+    for inherit in re.findall(r"^inherit (.+)$", text, re.MULTILINE):
+        for name in inherit.split():
+            bbclass = CLASSES / f"{name}.bbclass"
+            if bbclass.is_file():
+                found.update(re.findall(r'^([A-Z_]+) \?\?= "([^"]*)"$', bbclass.read_text(), re.MULTILINE))
+    found.update(re.findall(r'^([A-Z_]+) \?\?= "([^"]*)"$', text, re.MULTILINE))
+    return found
 
 
 def recipe_seds(recipe: Path, template: str) -> dict[str, str]:

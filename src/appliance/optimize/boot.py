@@ -12,6 +12,12 @@ For each model of the repository with engine manifests (``<model>/<version>/*.pl
 A model that fell back at an earlier boot stays on ONNX Runtime (its ``config.pbtxt.tensorrt`` is kept) until
 ``--retry-fallbacks``. Every step is idempotent, so the unit can run at every boot: when all engines match it
 only hashes files.
+
+On the device a rebuild never holds boot: ``appliance-engines.service`` runs ``boot --defer-rebuilds`` before the
+service, which only hashes; a model whose engines do not match falls back to ONNX Runtime at once and is marked
+(``.rebuild-deferred``). After the service is up, ``appliance-engines-rebuild.service`` runs ``rebuild-deferred``
+(:func:`rebuild_deferred`): it builds those engines, puts the TensorRT config back and asks the service to load
+the model again, which swaps it over with no request lost; a model whose build fails stays on ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from .progress import Progress
 from .repository import TENSORRT_BACKUP, EngineSource, fall_back_to_onnxruntime, restore_tensorrt, write_engine
 from .shapes import onnx_io
 
+DEFERRED = ".rebuild-deferred"  # in a model's folder: its engines are rebuilt after boot (rebuild-deferred)
+
 Builder = Callable[[BuildSpec, Progress], BuildResult]
 
 
@@ -36,7 +44,7 @@ Builder = Callable[[BuildSpec, Progress], BuildResult]
 class EngineOutcome:
     model: str
     version: str
-    action: str  # kept | rebuilt | failed
+    action: str  # kept | rebuilt | deferred | failed
     differences: list[Difference] = field(default_factory=list)
     error: str = ""
 
@@ -44,7 +52,7 @@ class EngineOutcome:
 @dataclass(slots=True)
 class ModelOutcome:
     model: str
-    action: str  # tensorrt | onnxruntime (fell back now) | onnxruntime-earlier | unavailable
+    action: str  # tensorrt | onnxruntime (fell back now) | onnxruntime-deferred | onnxruntime-earlier | unavailable
     engines: list[EngineOutcome] = field(default_factory=list)
 
 
@@ -73,6 +81,7 @@ class Boot:
         out: TextIO,
         timing_cache: Path | None = None,
         retry_fallbacks: bool = False,
+        defer_rebuilds: bool = False,
     ) -> None:
         self.repository = repository
         self.device = device
@@ -80,6 +89,7 @@ class Boot:
         self.out = out
         self.timing_cache = timing_cache
         self.retry_fallbacks = retry_fallbacks
+        self.defer_rebuilds = defer_rebuilds
 
     def say(self, text: str) -> None:
         self.out.write(f"trt-optimize boot: {text}\n")
@@ -98,10 +108,14 @@ class Boot:
             manifests = sorted(model_dir.glob("[0-9]*/*.plan.json"))
             if manifests:
                 outcomes.append(self.model(model_dir, manifests))
-        counts = {a: sum(1 for o in outcomes if o.action == a) for a in ("tensorrt", "onnxruntime", "unavailable")}
+        counts = {
+            a: sum(1 for o in outcomes if o.action == a)
+            for a in ("tensorrt", "onnxruntime", "onnxruntime-deferred", "unavailable")
+        }
+        deferred = f", {counts['onnxruntime-deferred']} on ONNX Runtime until rebuilt" if self.defer_rebuilds else ""
         self.say(
             f"done: {counts['tensorrt']} models on TensorRT, {counts['onnxruntime']} fell back to ONNX "
-            f"Runtime, {counts['unavailable']} unavailable"
+            f"Runtime{deferred}, {counts['unavailable']} unavailable"
         )
         return outcomes
 
@@ -132,6 +146,13 @@ class Boot:
             )
             return ModelOutcome(name, "unavailable", engines)
         config = fall_back_to_onnxruntime(model_dir, next(iter(onnx_files.values())))
+        if any(e.action == "deferred" for e in engines) and not any(e.action == "failed" for e in engines):
+            (model_dir / DEFERRED).touch()
+            self.say(
+                f"{name}: on ONNX Runtime until its engines are rebuilt after boot ({config} rewritten, TensorRT "
+                f"config kept as {TENSORRT_BACKUP}, {DEFERRED} marks it)"
+            )
+            return ModelOutcome(name, "onnxruntime-deferred", engines)
         self.say(
             f"{name}: falls back to ONNX Runtime on the CPU ({config} rewritten, TensorRT config kept as "
             f"{TENSORRT_BACKUP})"
@@ -159,6 +180,9 @@ class Boot:
             error = f"{spec.onnx_path}: ONNX file missing, cannot rebuild"
             self.say(f"{label}: FAILED: {error}")
             return EngineOutcome(model, folder.name, "failed", diffs, error)
+        if self.defer_rebuilds:
+            self.say(f"{label}: rebuild deferred until after boot")
+            return EngineOutcome(model, folder.name, "deferred", diffs)
         self.say(f"{label}: rebuilding from {spec.onnx_path.name} ({spec.precision}); this takes minutes")
         try:
             inputs, outputs = onnx_io(spec.onnx_path)
@@ -177,3 +201,33 @@ class Boot:
             return EngineOutcome(model, folder.name, "failed", diffs, error)
         self.say(f"{label}: rebuilt for this device")
         return EngineOutcome(model, folder.name, "rebuilt", diffs)
+
+
+def rebuild_deferred(
+    repository: Path,
+    device: DeviceInfo,
+    builder: Builder,
+    out: TextIO,
+    timing_cache: Path | None = None,
+    switched: Callable[[str], None] = lambda model: None,
+) -> list[ModelOutcome]:
+    """Build the engines ``boot --defer-rebuilds`` left for after boot, one model at a time; a model whose engines
+    all build goes back to TensorRT and ``switched(model)`` tells the service to load it again. The mark goes
+    whatever the result: a model whose build failed stays on ONNX Runtime, as after a failed rebuild at boot."""
+    runner = Boot(repository, device, builder, out, timing_cache, retry_fallbacks=True)
+    outcomes = []
+    for marker in sorted(repository.glob(f"*/{DEFERRED}")):
+        model_dir = marker.parent
+        manifests = sorted(model_dir.glob("[0-9]*/*.plan.json"))
+        outcome = runner.model(model_dir, manifests)
+        marker.unlink(missing_ok=True)
+        outcomes.append(outcome)
+        if outcome.action == "tensorrt":
+            try:
+                switched(model_dir.name)
+                runner.say(f"{model_dir.name}: the service serves it on TensorRT now")
+            except Exception as exc:  # noqa: BLE001 - the engines are built; the next start serves them
+                runner.say(f"{model_dir.name}: on TensorRT from the next start (the service did not reload it: {exc})")
+    if not outcomes:
+        runner.say("no deferred rebuilds")
+    return outcomes

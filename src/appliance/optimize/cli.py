@@ -12,6 +12,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from numpy.typing import NDArray
 
 from ..core import datatypes
 from ..core.model_config import ConfigError, read_config
-from .boot import Boot, Builder
+from .boot import Boot, Builder, rebuild_deferred
 from .buildspec import BuildSpec, builder_flags
 from .calibration import CalibrationData
 from .device import DeviceInfo, read_device_json, this_device
@@ -107,6 +108,27 @@ def build_parser(prog: str = "trt-optimize") -> argparse.ArgumentParser:
         action="store_true",
         help="try TensorRT again for models that fell back to ONNX Runtime at an earlier boot",
     )
+    t.add_argument(
+        "--defer-rebuilds",
+        action="store_true",
+        help="do not build now: a model whose engines do not match falls back to ONNX Runtime at once and is "
+        "marked for rebuild-deferred (so boot never waits for a build)",
+    )
+
+    r = sub.add_parser(
+        "rebuild-deferred",
+        help="after boot: build the engines 'boot --defer-rebuilds' left, and have the service switch to them",
+    )
+    r.add_argument("repository", type=Path, metavar="DIR")
+    r.add_argument("--device", type=Path, metavar="FILE", help="device description instead of this device")
+    r.add_argument("--timing-cache", type=Path, metavar="FILE", help="timing cache for rebuilds")
+    r.add_argument(
+        "--service-url",
+        metavar="URL",
+        help="the appliance's REST address: each model whose engines are built is loaded again there (it swaps "
+        "over with no request lost); none: the next start serves them",
+    )
+    r.add_argument("--admin-key-file", type=Path, metavar="FILE", help="an admin API key for --service-url")
 
     d = sub.add_parser("device", help="print this device's description as JSON")
     d.add_argument("--root", type=Path, default=Path("/"), metavar="DIR", help="read /proc, /sys, /etc from here")
@@ -283,8 +305,23 @@ def main(
 
                 builder = build_engine
             Boot(
-                args.repository, _device(args.device), builder, sys.stdout, args.timing_cache, args.retry_fallbacks
+                args.repository,
+                _device(args.device),
+                builder,
+                sys.stdout,
+                args.timing_cache,
+                args.retry_fallbacks,
+                args.defer_rebuilds,
             ).run()
+            return 0
+        if args.command == "rebuild-deferred":
+            if builder is None:
+                from .builder import build_engine
+
+                builder = build_engine
+            key = args.admin_key_file.read_text().strip() if args.admin_key_file else None
+            switched = partial(_load_again, args.service_url, key) if args.service_url else (lambda model: None)
+            rebuild_deferred(args.repository, _device(args.device), builder, sys.stdout, args.timing_cache, switched)
             return 0
         if args.command == "device":
             from .device import describe_device, import_tensorrt
@@ -304,3 +341,14 @@ def main(
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _load_again(url: str, key: str | None, model: str) -> None:
+    """Ask the service to load ``model`` again (its config now names TensorRT): a hot swap."""
+    import urllib.parse
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    path = f"{url.rstrip('/')}/v2/repository/models/{urllib.parse.quote(model, safe='')}/load"
+    with urllib.request.urlopen(urllib.request.Request(path, b"{}", headers, method="POST"), timeout=600):
+        pass
