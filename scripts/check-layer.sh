@@ -48,7 +48,7 @@ UNPACK_RECIPES="appliance appliance-autoscaler appliance-conf appliance-data app
 # yocto-check-layer's world: what the layer adds, and the recipes its bbappends change.
 YCL_WORLD="appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access nginx appliance-engines appliance-proxy appliance-monitoring tritonserver-service inference-users packagegroup-inference python3-prometheus-client python3-pydantic-settings triton-server triton-client os-release"
 # Recipes the image graph must contain (else the image silently lost a component).
-GRAPH_MUST_HAVE="appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access nftables sudo appliance-update-config swupdate tegra-redundant-boot tegra-uefi-capsules appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
+GRAPH_MUST_HAVE="tensorrt-core tensorrt-plugins-prebuilt appliance appliance-autoscaler appliance-conf appliance-data appliance-firewall engineer-access nftables sudo appliance-update-config swupdate tegra-redundant-boot tegra-uefi-capsules appliance-engines appliance-proxy inference-users tritonserver-service tegra-nvpmodel triton-server triton-client python3-pydantic-settings python3-prometheus-client python3-tensorrt python3-pycuda onnxruntime onnx nginx os-release"
 
 # oelint-adv rules we suppress, and why:
 #   oelint.vars.homepageping  it fetches HOMEPAGE over the network: always fails offline
@@ -234,6 +234,7 @@ render_unit() {  # render_unit SRC DEST
         -e 's,@DATA_DEVICE@,/dev/disk/by-partlabel/UDA,g' \
         -e 's,@SYSCONFDIR@,/etc,g' \
         -e 's,@HTTP_PORT@,8000,g' \
+        -e 's,@SHIPPED_ENGINES@,/usr/share/appliance/engines,g' \
         -e 's,@CONFIRM_TIMEOUT@,600,g' \
         -e 's,@CACHEDIR@,/var/cache/appliance,g' "$1" > "$2"
 }

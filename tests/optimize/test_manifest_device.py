@@ -128,3 +128,33 @@ def test_bad_device_descriptions(tmp_path: Path) -> None:
         read_device_json(path)
     with pytest.raises(OptimizeError, match=r"missing.json: cannot read device description"):
         read_device_json(tmp_path / "missing.json")
+
+
+class FakeTensorRTModuleForTests:
+    """A FAKE ``tensorrt`` module (no TensorRT here): its version and a builder that reports DLA cores."""
+
+    def __init__(self, version: str) -> None:
+        self.__version__ = version
+
+    class Logger:
+        ERROR = 0
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    class Builder:
+        num_DLA_cores = 2
+
+        def __init__(self, logger: object) -> None:
+            pass
+
+
+def test_the_tensorrt_binding_must_pair_with_the_runtime_library(tmp_path: Path) -> None:
+    libs = tmp_path / "usr" / "lib" / "aarch64-linux-gnu"
+    libs.mkdir(parents=True)
+    (libs / "libnvinfer.so.10.16.2").touch()
+    # The image's pair: python3-tensorrt's 10.13.3 bindings built against tensorrt-core 10.16.2 report 10.16.2.10.
+    paired = describe_device(tmp_path, FakeTensorRTModuleForTests("10.16.2.10"))  # type: ignore[arg-type]
+    assert paired.tensorrt_version == "10.16.2.10" and paired.dla_cores == 2
+    with pytest.raises(OptimizeError, match=r"binding reports 10.13.3 but the runtime library is libnvinfer 10.16.2"):
+        describe_device(tmp_path, FakeTensorRTModuleForTests("10.13.3"))  # type: ignore[arg-type]

@@ -109,6 +109,12 @@ def build_parser(prog: str = "trt-optimize") -> argparse.ArgumentParser:
         help="try TensorRT again for models that fell back to ONNX Runtime at an earlier boot",
     )
     t.add_argument(
+        "--shipped",
+        type=Path,
+        metavar="DIR",
+        help="engines shipped with the image: install new ones into the repository first (see optimize/shipped.py)",
+    )
+    t.add_argument(
         "--defer-rebuilds",
         action="store_true",
         help="do not build now: a model whose engines do not match falls back to ONNX Runtime at once and is "
@@ -304,6 +310,10 @@ def main(
                 from .builder import build_engine
 
                 builder = build_engine
+            if args.shipped is not None:
+                from .shipped import install_shipped
+
+                install_shipped(args.shipped, args.repository, sys.stdout)
             Boot(
                 args.repository,
                 _device(args.device),

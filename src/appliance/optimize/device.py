@@ -96,10 +96,30 @@ def _dla_cores_from_sysfs(root: Path) -> int:
     return len(names)
 
 
+def check_tensorrt_pairing(binding: str, library: str) -> None:
+    """The TensorRT Python binding and the runtime library must be one release: an engine's manifest records the
+    binding's version, and an engine runs only on the library it was built with. In the image, meta-tegra's
+    ``python3-tensorrt`` (the bindings of TensorRT's open-source release 10.13.3) is compiled against
+    ``tensorrt-core`` 10.16.2's headers, so it reports 10.16.2 and links libnvinfer 10.16.2: a pair. A binding
+    from elsewhere (pip) that reports another release is refused, naming both. OptimizeError when they differ
+    in major.minor.patch; nothing to check when the library is not found by file name."""
+
+    def release(version: str) -> tuple[str, ...]:
+        return tuple(version.split(".")[:3])
+
+    if binding and library and release(binding) != release(library):
+        raise OptimizeError(
+            f"the TensorRT Python binding reports {binding} but the runtime library is libnvinfer {library}: "
+            "engines built or checked with this pair would be labelled with the wrong version; install the "
+            "binding built for this runtime (the image's python3-tensorrt)"
+        )
+
+
 def describe_device(
     root: Path = Path("/"), tensorrt: ModuleType | None = None, cuda: ModuleType | None = None
 ) -> DeviceInfo:
-    """This device, from files under ``root`` and, when given, the ``tensorrt`` and ``pycuda.driver`` modules."""
+    """This device, from files under ``root`` and, when given, the ``tensorrt`` and ``pycuda.driver`` modules
+    (whose version must pair with the libnvinfer under ``root``: :func:`check_tensorrt_pairing`)."""
     compatible = _read_text(root / "proc" / "device-tree" / "compatible").split("\n")
     gpu_name, capability = next((TEGRA_GPUS[c] for c in compatible if c in TEGRA_GPUS), ("", ""))
     if cuda is not None:
@@ -108,7 +128,10 @@ def describe_device(
         gpu_name = str(device.name())
         major, minor = device.compute_capability()
         capability = f"{major}.{minor}"
-    trt_version = str(tensorrt.__version__) if tensorrt is not None else _tensorrt_version_from_libs(root)
+    library_version = _tensorrt_version_from_libs(root)
+    trt_version = str(tensorrt.__version__) if tensorrt is not None else library_version
+    if tensorrt is not None:
+        check_tensorrt_pairing(trt_version, library_version)
     dla = _dla_cores_from_sysfs(root)
     if tensorrt is not None:
         builder = tensorrt.Builder(tensorrt.Logger(tensorrt.Logger.ERROR))
