@@ -26,15 +26,20 @@
 # Exit 0: all passed. Exit 77: neither the layer mirrors nor the network are reachable
 # (a loud SKIP, never a pass). Anything else: a failure.
 #
-# Environment: LAYER_CHECK_CACHE (default .cache/layer-check: venv, downloads, build dirs,
-# kept between runs), LAYER_CHECK_USER (default layercheck), LAYER_CHECK_MIRRORS (default
+# Environment: LAYER_CHECK_CACHE (default /var/tmp/ml-inference-layer-check/cache-KEY, KEY from
+# the sha256 of kas.lock.yml: venv, kas checkout, downloads, BitBake's build dirs and parse
+# caches, kept between runs and outside the clone, so a second run on the same machine, even from
+# a fresh clone, reparses only what changed; other keys' caches are removed), LAYER_CHECK_USER (default layercheck), LAYER_CHECK_MIRRORS (default
 # ../shared/yocto/mirrors), LAYER_CHECK_STEPS (default "all"; e.g. "oelint units promtool"),
 # LAYER_CHECK_NO_YCL=1 to leave out yocto-check-layer, LAYER_CHECK_YCL_WORLD=full to run it
 # against the whole world of the pinned layers (an hour or more on 2 cores).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CACHE=${LAYER_CHECK_CACHE:-$ROOT/.cache/layer-check}
+# Outside the clone, keyed on the upstream pins: CI's fresh clones share it; new pins start afresh.
+CACHE_BASE=/var/tmp/ml-inference-layer-check
+CACHE_KEY=$(sha256sum "$ROOT/kas.lock.yml" | cut -c1-16)
+CACHE=${LAYER_CHECK_CACHE:-$CACHE_BASE/cache-$CACHE_KEY}
 BUILD_USER=${LAYER_CHECK_USER:-layercheck}
 MIRRORS=${LAYER_CHECK_MIRRORS:-$ROOT/../shared/yocto/mirrors}
 STEPS=${LAYER_CHECK_STEPS:-all}
@@ -103,6 +108,10 @@ python3-pip python3-pexpect xz-utils debianutils iputils-ping python3-git python
 zstd liblz4-tool file locales libacl1 python3-venv prometheus systemd"
 
 step_host() {
+    if [ -z "${LAYER_CHECK_CACHE:-}" ] && [ -d "$CACHE_BASE" ]; then
+        # Caches of other pins (an older kas.lock.yml) are of no more use: keep the disk bounded.
+        find "$CACHE_BASE" -mindepth 1 -maxdepth 1 -name 'cache-*' ! -name "cache-$CACHE_KEY" -exec rm -rf {} +
+    fi
     if [ $IS_ROOT = 1 ]; then
         # shellcheck disable=SC2086
         if dpkg-query -W $HOST_PACKAGES >/dev/null 2>&1 \
@@ -132,7 +141,7 @@ step_host() {
         # The build user must be able to read the layer and the mirrors. A clone under /root
         # is not readable: then check a copy of it (same commit, same uncommitted changes).
         if ! as_user test -r "$ROOT/meta-inference/conf/layer.conf"; then
-            local copy=/var/tmp/ml-inference-layer-check
+            local copy=$CACHE_BASE
             echo "$BUILD_USER cannot read $ROOT: checking a copy of it in $copy/src"
             rm -rf "$copy/src" && mkdir -p "$copy"
             git clone -q --no-hardlinks "$ROOT" "$copy/src" || { fail "host: git clone $ROOT $copy/src failed"; return 1; }
@@ -144,7 +153,6 @@ step_host() {
                 cp -a "$MIRRORS" "$copy/yocto/mirrors" && cp "$MIRRORS/../layers.lock" "$copy/yocto/"
                 MIRRORS=$copy/yocto/mirrors
             fi
-            [ -n "${LAYER_CHECK_CACHE:-}" ] || CACHE=$copy/cache
             ROOT=$copy/src
             mkdir -p "$CACHE"
             chown -R "$BUILD_USER:" "$copy"

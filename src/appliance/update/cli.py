@@ -148,6 +148,7 @@ def status(record: UpdateRecord, slots: BootSlots) -> dict[str, Any]:
         "slot": current,
         "slot_error": slot_error,
         "pending": None if pending is None else asdict(pending),
+        "boot": record.last_boot(),
         "history": record.history(20),
         "time": time.time(),
     }
