@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.image_files import PATHS, ROOT, render, tool, weak_defaults
+from tests.support.image_files import PATHS, ROOT, assert_unchanged, in_private_mounts, render, tool, weak_defaults
 
 RECIPE = ROOT / "recipes-core" / "users" / "engineer-access_1.0.bb"
 UNITS = [
@@ -82,7 +82,9 @@ def sudo_allows(rules: Path, user: str, command: str) -> bool:
     namespace: the host's own file is untouched)."""
     sudo = tool("sudo", "sudo")
     script = f"mount --bind {rules} /etc/sudoers && exec {sudo} -l -U {user} {command}"
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    before = Path("/etc/sudoers").read_bytes()
+    result = subprocess.run(in_private_mounts(script), capture_output=True, text=True, timeout=30)
+    assert_unchanged(Path("/etc/sudoers"), before)
     assert result.returncode in (0, 1), result.stdout + result.stderr
     return result.returncode == 0
 
@@ -127,7 +129,9 @@ def sshd_settings(tmp_path: Path, user: str) -> dict[str, str]:
         f"mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && {sshd} -t -f {main} && "
         f"exec {sshd} -T -f {main} -C user={user},host=client.example,addr=192.0.2.7"
     )
-    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    run_dir = sorted(p.name for p in Path("/run").iterdir())
+    result = subprocess.run(in_private_mounts(script), capture_output=True, text=True, timeout=30)
+    assert sorted(p.name for p in Path("/run").iterdir()) == run_dir, "the tmpfs /run leaked out of its namespace"
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
 

@@ -135,6 +135,12 @@ CONNECT = textwrap.dedent(
 )
 
 
+def inside(ns: str) -> list[str]:
+    """Run a command in the named network namespace with nsenter: unlike ``ip netns exec`` (and ``ip -n``), it
+    changes no mount, so it works where ``/`` is not a mount point (a chroot, a fresh root)."""
+    return ["nsenter", f"--net=/run/netns/{ns}"]
+
+
 @pytest.fixture
 def device_and_client() -> Iterator[tuple[str, str]]:
     """Two network namespaces joined by a veth pair: the device (10.99.0.1, fd99::1) with the ruleset loaded,
@@ -146,13 +152,13 @@ def device_and_client() -> Iterator[tuple[str, str]]:
     try:
         run(ip, "netns", "add", client)
         try:
-            run(ip, "-n", device, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", client)
+            run(*inside(device), ip, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", client)
             for ns, n in ((device, 1), (client, 2)):
-                run(ip, "-n", ns, "link", "set", "lo", "up")
-                run(ip, "-n", ns, "link", "set", "eth0", "up")
-                run(ip, "-n", ns, "addr", "add", f"10.99.0.{n}/24", "dev", "eth0")
-                run(ip, "-n", ns, "-6", "addr", "add", f"fd99::{n}/64", "dev", "eth0", "nodad")
-            run(ip, "netns", "exec", device, nft(), "-f", str(RULESET))
+                run(*inside(ns), ip, "link", "set", "lo", "up")
+                run(*inside(ns), ip, "link", "set", "eth0", "up")
+                run(*inside(ns), ip, "addr", "add", f"10.99.0.{n}/24", "dev", "eth0")
+                run(*inside(ns), ip, "-6", "addr", "add", f"fd99::{n}/64", "dev", "eth0", "nodad")
+            run(*inside(device), nft(), "-f", str(RULESET))
             yield device, client
         finally:
             run(ip, "netns", "del", client, check=False)
@@ -164,7 +170,7 @@ def test_real_packets_reach_only_ssh_http_and_https(device_and_client: tuple[str
     device, client = device_and_client
     ports = sorted(OPEN_TCP) + CLOSED_TCP
     listener = subprocess.Popen(
-        ["ip", "netns", "exec", device, sys.executable, "-c", LISTEN, *map(str, ports)],
+        [*inside(device), sys.executable, "-c", LISTEN, *map(str, ports)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -172,10 +178,7 @@ def test_real_packets_reach_only_ssh_http_and_https(device_and_client: tuple[str
         assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
         addresses = ["10.99.0.1", "fd99::1"]
         out = run(
-            "ip",
-            "netns",
-            "exec",
-            client,
+            *inside(client),
             sys.executable,
             "-c",
             CONNECT,
@@ -187,10 +190,10 @@ def test_real_packets_reach_only_ssh_http_and_https(device_and_client: tuple[str
         expected = {f"{a} {p}": "open" if p in OPEN_TCP else "dropped" for a in addresses for p in ports}
         assert outcome == expected
         # ICMP and ICMPv6 echo get through; so does the device's own traffic out, and its replies back.
-        run("ip", "netns", "exec", client, "ping", "-c", "1", "-W", "2", "10.99.0.1")
-        run("ip", "netns", "exec", client, "ping", "-6", "-c", "1", "-W", "2", "fd99::1")
-        run("ip", "netns", "exec", device, "ping", "-c", "1", "-W", "2", "10.99.0.2")
-        run("ip", "netns", "exec", device, "ping", "-6", "-c", "1", "-W", "2", "fd99::2")
+        run(*inside(client), "ping", "-c", "1", "-W", "2", "10.99.0.1")
+        run(*inside(client), "ping", "-6", "-c", "1", "-W", "2", "fd99::1")
+        run(*inside(device), "ping", "-c", "1", "-W", "2", "10.99.0.2")
+        run(*inside(device), "ping", "-6", "-c", "1", "-W", "2", "fd99::2")
     finally:
         listener.kill()
         listener.wait()

@@ -139,6 +139,9 @@ class PeerOf:
     def peer(self) -> str:
         return self._peer
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
 
 @pytest.mark.parametrize(
     ("peer", "local"),

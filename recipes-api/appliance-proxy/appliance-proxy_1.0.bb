@@ -20,6 +20,8 @@ inherit systemd appliance-paths
 APPLIANCE_PROXY_MAX_BODY ??= "64m"
 APPLIANCE_PROXY_RATE ??= "200r/s"
 APPLIANCE_PROXY_BURST ??= "400"
+# Keep in step with update_max_bytes in appliance.toml (8 GiB): the largest update bundle.
+APPLIANCE_PROXY_UPDATE_MAX_BODY ??= "8g"
 APPLIANCE_TLS_DIR ?= "${sysconfdir}/appliance/tls"
 # The loopback ports of appliance.service: APPLIANCE_HTTP_PORT and APPLIANCE_GRPC_PORT (appliance-paths).
 
@@ -30,6 +32,7 @@ do_compile() {
         -e 's,@BURST@,${APPLIANCE_PROXY_BURST},g' \
         -e 's,@HTTP_PORT@,${APPLIANCE_HTTP_PORT},g' \
         -e 's,@GRPC_PORT@,${APPLIANCE_GRPC_PORT},g' \
+        -e 's,@UPDATE_MAX_BODY@,${APPLIANCE_PROXY_UPDATE_MAX_BODY},g' \
         ${S}/appliance-proxy.conf.in > ${B}/appliance-proxy.conf
     sed -e 's,@SBINDIR@,${sbindir},g' \
         -e 's,@APPLIANCE_TLS_DIR@,${APPLIANCE_TLS_DIR},g' \

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,3 +73,20 @@ PATHS = {
     "base_bindir": "/usr/bin",
     "sysconfdir": "/etc",
 }
+
+
+def in_private_mounts(script: str) -> list[str]:
+    """A command line running ``script`` (sh) in a mount namespace of its own, so what it mounts stays there.
+    ``unshare --mount`` makes every mount private first, which fails where ``/`` is not a mount point (a chroot,
+    such as a fresh root): there the mounts are those of the namespace the chroot runs in, and they are kept
+    unchanged (a test that mounts then checks that nothing leaked, see :func:`assert_unchanged`)."""
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, text=True, timeout=30)
+    if probe.returncode == 0:
+        return ["unshare", "--mount", "sh", "-c", script]
+    return ["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", script]
+
+
+def assert_unchanged(path: Path, before: bytes) -> None:
+    """After a command that bound something over ``path`` in its own namespace: this namespace still sees the
+    file as it was (nothing propagated back)."""
+    assert path.read_bytes() == before, f"a mount over {path} leaked out of its namespace"
