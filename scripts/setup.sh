@@ -15,7 +15,7 @@ extras="${1:-}"
 need_apt=()
 apt_pkgs=(python3-venv python3-dev build-essential)
 if [ "$extras" = "test" ]; then
-    apt_pkgs+=(redis-server swupdate)
+    apt_pkgs+=(chromium chromium-driver redis-server swupdate)
     # The image's nginx site, firewall ruleset, sudoers file and sshd drop-in are checked with the real tools
     # (tests/test_proxy_config.py, test_firewall.py, test_engineer_access.py).
     apt_pkgs+=(nginx nftables sudo openssh-server)

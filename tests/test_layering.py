@@ -29,12 +29,13 @@ ALLOWED: dict[str, set[str] | None] = {
     "optimize": {"appliance", "core"},
     "backends": {"core", "optimize"},
     "device": set(),  # reads the device; the server wires it in, the core never sees it
-    "rest": {"appliance", "core", "device", "settings", "update", "datapart"},  # /v2/update reads both records
+    "rest": {"appliance", "core", "device", "settings", "update", "datapart", "panel"},  # /v2/update, /admin
     "grpc": {"core"},
     "tracing": {"appliance", "core"},  # the server hands it to the core, which never imports it
     "scaling": {"core"},  # the autoscaler daemon: the service's decision type and file helpers, nothing else
     "update": {"core"},  # A/B updates (root's side and the record): file helpers only
     "datapart": set(),  # the data partition, made ready at boot before the service runs
+    "panel": set(),  # the admin panel's HTML and static files: rendered by rest/panel.py, filled from /v2
     "server": None,
     "cli": None,
 }

@@ -57,6 +57,7 @@ RDEPENDS:${PN} = " \
     python3-ctypes \
     python3-datetime \
     python3-fastapi \
+    python3-html \
     python3-grpcio \
     python3-io \
     python3-json \

@@ -334,6 +334,12 @@ class Settings(BaseSettings):
     audit_log_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     """Size past which the audit log file is rotated to ``<file>.1`` (the previous ``.1`` is dropped)."""
 
+    panel_session_idle_s: float = Field(default=1800.0, gt=0)
+    """With ``auth`` on, an admin panel session ends after this many seconds without a request (log in again)."""
+
+    panel_session_max_s: float = Field(default=12 * 3600.0, gt=0)
+    """With ``auth`` on, an admin panel session ends this many seconds after login, however busy."""
+
     device_telemetry: bool = True
     """Read the device (GPU load and clocks, temperatures and throttling, power rails, memory, power mode) from
     sysfs and procfs into ``appliance_device_*`` metrics and ``GET /v2/device``. Elsewhere than on a Jetson it

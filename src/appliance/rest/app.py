@@ -28,6 +28,7 @@ from .device import DeviceEndpoint
 from .endpoints import Endpoints
 from .history import HistoryEndpoint
 from .keys import KeysEndpoint
+from .panel import PanelEndpoint
 from .support import SupportEndpoint
 from .update import UpdateEndpoint
 from .websocket import InferSocket
@@ -217,6 +218,7 @@ def routes(
             f"{cuda}/region/{{name}}/unregister", e.cuda_shared_memory_unregister, op.SHARED_MEMORY_UNREGISTER, shm, "-"
         ),
         post(f"{cuda}/unregister", e.cuda_shared_memory_unregister, op.SHARED_MEMORY_UNREGISTER, shm, "Nothing to do"),
+        *PanelEndpoint(guard).routes(),
     ]
 
 

@@ -21,6 +21,21 @@ from ..core.errors import InvalidArgument, Unsupported
 from ..core.shared_memory import is_local_client
 
 DEFAULT_AUDIT_LIMIT = 100
+SESSION_COOKIE = "appliance_session"
+
+
+def credentials(guard: Guard, request: HTTPConnection) -> str | None:
+    """The request's credential: its ``Authorization`` header (scripts, clients), else the one its admin panel
+    session was opened with (the cookie; a change must also carry the session's CSRF token)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        return header
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id is None:
+        return None
+    session = guard.sessions.get(session_id)
+    guard.sessions.check_csrf(session, request.scope.get("method", "GET"), request.headers.get("x-csrf-token"))
+    return session.credential
 
 
 def peer(request: HTTPConnection) -> Peer:
@@ -52,7 +67,7 @@ def guarded_endpoint(guard: Guard, operation: Operation, endpoint: Callable[...,
 
     async def admitted(**kwargs: Any) -> Any:
         request: Request = kwargs["request"] if takes_request else kwargs.pop("request")
-        authorization = request.headers.get("authorization")
+        authorization = credentials(guard, request)
         if not operation.audited:
             guard.admit(authorization, peer(request), operation)
             return await endpoint(**kwargs)
@@ -71,12 +86,12 @@ def guarded(
     """A plain Starlette endpoint that admits the request before calling ``endpoint``."""
 
     async def admitted(request: Request) -> Response:
-        authorization = request.headers.get("authorization")
+        authorization = credentials(guard, request)
         with guard.admitted(authorization, peer(request), operation, target(request.path_params)):
             return await endpoint(request)
 
     async def admit(request: Request) -> Response:
-        guard.admit(request.headers.get("authorization"), peer(request), operation)
+        guard.admit(credentials(guard, request), peer(request), operation)
         return await endpoint(request)
 
     return admitted if operation.audited else admit

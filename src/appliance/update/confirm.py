@@ -93,7 +93,10 @@ class UpdateRecord:
         """What the check of this boot decided: the running slot as the API shows it (the service cannot ask
         nvbootctrl itself)."""
         doc = {"slot": slot, "action": action.value, "message": message, "boot_id": boot_id(), "time": time.time()}
-        write_atomically(self.boot_file, json.dumps(doc) + "\n", mode=0o644)
+        try:
+            write_atomically(self.boot_file, json.dumps(doc) + "\n", mode=0o644)
+        except OSError as exc:  # no data partition: the decision stands, only its record is lost
+            log.error("cannot record this boot's check in %s: %s", self.boot_file, exc.strerror or exc)
 
     def last_boot(self) -> dict[str, Any] | None:
         try:

@@ -22,6 +22,7 @@ from .authenticator import ApiKeys, Authenticator, CredentialVerifier
 from .jwt_tokens import JwtVerifier
 from .ratelimit import TokenBucket, default_burst, retry_after
 from .roles import ANONYMOUS, Operation, Peer, Principal, authorize
+from .sessions import PanelSessions
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Guard:
         verifiers: list[CredentialVerifier] = [self.keys] if self.jwt is None else [self.keys, self.jwt]
         self.authenticator = Authenticator(verifiers)
         self.audit = AuditLog(settings.audit_log_file, settings.audit_log_max_bytes)
+        self.sessions = PanelSessions(settings.panel_session_idle_s, settings.panel_session_max_s, clock)
         self._metrics_access = settings.metrics_access
         self._rate = settings.rate_limit_rps
         self._burst = settings.rate_limit_burst

@@ -1,0 +1,116 @@
+"""The panel's HTML: the frame of each page, filled in by ``static/panel.js`` from the ``/v2`` API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+PAGES = (("overview", "Overview", "/admin"), ("models", "Models", "/admin/models"))
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who looks: the key's name and role ("admin" may act; others see the panel read-only), and the session's
+    CSRF token ("" with auth off: there is no session and nothing to forge)."""
+
+    name: str
+    role: str
+    csrf: str
+
+    @property
+    def may_act(self) -> bool:
+        return self.role == "admin"
+
+
+def _frame(title: str, active: str, viewer: Viewer | None, body: str) -> str:
+    current = ' aria-current="page"'
+    nav = "".join(f'<a href="{href}"{current if key == active else ""}>{label}</a>' for key, label, href in PAGES)
+    who = ""
+    if viewer is not None and viewer.name:
+        mode = "" if viewer.may_act else " (read only)"
+        who = (
+            f'<form method="post" action="/admin/logout" class="who"><span>{escape(viewer.name)}: '
+            f"{escape(viewer.role)}{mode}</span>"
+            f'<input type="hidden" name="csrf" value="{escape(viewer.csrf)}">'
+            '<button type="submit">Log out</button></form>'
+        )
+    role = escape(viewer.role) if viewer is not None else "admin"
+    csrf = escape(viewer.csrf) if viewer is not None else ""
+    return (
+        "<!doctype html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="csrf-token" content="{csrf}">'
+        f"<title>{escape(title)} · ML Inference Appliance</title>"
+        '<link rel="icon" href="data:,"><link rel="stylesheet" href="/admin/static/panel.css">'
+        '<script src="/admin/static/panel.js" defer></script></head>'
+        f'<body data-page="{escape(active)}" data-role="{role}">'
+        f'<header><strong>ML Inference Appliance</strong><nav aria-label="Pages">{nav}</nav>{who}</header>'
+        f'<main id="main"><h1>{escape(title)}</h1>'
+        '<p id="status" role="status" aria-live="polite"></p>'
+        f"{body}</main></body></html>\n"
+    )
+
+
+def overview(viewer: Viewer | None) -> str:
+    tiles = "".join(
+        f'<section class="tile" aria-labelledby="t-{key}"><h2 id="t-{key}">{label}</h2>'
+        f'<p class="value" data-field="{key}">…</p></section>'
+        for key, label in (
+            ("health", "Service"),
+            ("models", "Models ready"),
+            ("request_rate", "Requests / s"),
+            ("p99_ms", "p99 latency (ms)"),
+            ("error_rate", "Errors / s"),
+            ("gpu_load", "GPU load"),
+            ("temperature_c", "Hottest zone (°C)"),
+            ("board_power_w", "Board power (W)"),
+            ("memory", "Memory used"),
+            ("power_mode", "Power mode"),
+            ("version", "Version"),
+            ("slot", "Boot slot"),
+        )
+    )
+    charts = (
+        '<section class="charts"><h2>Last hour</h2>'
+        '<figure><figcaption>Requests / s</figcaption><svg data-chart="request_rate" role="img" '
+        'aria-label="Requests per second, last hour"></svg></figure>'
+        '<figure><figcaption>p99 latency (ms)</figcaption><svg data-chart="p99_ms" role="img" '
+        'aria-label="p99 latency, last hour"></svg></figure>'
+        '<figure><figcaption>GPU load</figcaption><svg data-chart="gpu_load" role="img" '
+        'aria-label="GPU load, last hour"></svg></figure></section>'
+    )
+    return _frame("Overview", "overview", viewer, f'<div class="tiles">{tiles}</div>{charts}')
+
+
+def models(viewer: Viewer | None) -> str:
+    table = (
+        '<table id="models"><caption>Every model and version in the repository</caption><thead><tr>'
+        '<th scope="col">Model</th><th scope="col">Version</th><th scope="col">State</th>'
+        '<th scope="col">Why</th><th scope="col">Actions</th></tr></thead><tbody></tbody></table>'
+    )
+    return _frame("Models", "models", viewer, table)
+
+
+def login(message: str = "") -> str:
+    error = f'<p class="error" role="alert">{escape(message)}</p>' if message else ""
+    body = (
+        f"{error}"
+        '<form method="post" action="/admin/login" class="login">'
+        '<label for="key">API key (admin, or read for a read-only panel)</label>'
+        '<input id="key" name="key" type="password" autocomplete="off" required autofocus>'
+        '<button type="submit">Log in</button></form>'
+    )
+    return _frame("Log in", "login", None, body).replace('data-role="admin"', 'data-role=""')

@@ -1,0 +1,122 @@
+"""The admin panel in real Chromium against a real server with real models: log in, see every model and its
+state, unload a model and load it again and see the state follow, the read-only view of a read key, and the
+console free of errors (a CSP violation would show there). Screenshots of each page: tests/artifacts/panel/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.autoscaler import create_key
+from tests.support.browser import chromium, screenshot
+
+
+@pytest.fixture
+def server(demo_repo: Path, server_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    keys = tmp_path / "keys.json"
+    admin, read = create_key(keys, "admin"), create_key(keys, "read")
+    served = server_factory(
+        demo_repo, "--auth", "true", "--keys-file", str(keys), "--model-control-mode", "explicit", "--load-model", "*"
+    )
+    return {"base": served.base, "admin": admin, "read": read}
+
+
+def wait_for(driver: Any, condition: Any, timeout: float = 20) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+
+
+def log_in(driver: Any, base: str, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/admin")
+    wait_for(driver, lambda d: d.current_url.endswith("/admin/login"))
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    wait_for(driver, lambda d: d.current_url.endswith("/admin"))
+
+
+def states(driver: Any) -> dict[str, str]:
+    """Each model's state as the table shows it (read in one go: the page refreshes the table)."""
+    script = (
+        "return Object.fromEntries([...document.querySelectorAll('#models tbody tr')]"
+        ".map(r => [r.dataset.model, r.children[2].textContent]))"
+    )
+    result: dict[str, str] = driver.execute_script(script)
+    return result
+
+
+def click(driver: Any, css: str) -> None:
+    """Click what ``css`` names, again if the page's refresh replaced it in between."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return True
+        except StaleElementReferenceException:
+            return False
+
+    wait_for(driver, clicked)
+
+
+def console_errors(driver: Any) -> list[str]:
+    try:
+        return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    except Exception:  # noqa: BLE001 - a driver without the log: nothing to report
+        return []
+
+
+def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    with chromium() as driver:
+        driver.get(f"{server['base']}/admin")
+        wait_for(driver, lambda d: d.current_url.endswith("/admin/login"))
+        screenshot(driver, "login")
+        log_in(driver, server["base"], server["admin"])
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-field="models"]').text == "2 of 2")
+        assert driver.find_element(By.CSS_SELECTOR, '[data-field="health"]').text == "Ready"
+        screenshot(driver, "overview")
+
+        driver.find_element(By.LINK_TEXT, "Models").click()
+        wait_for(driver, lambda d: states(d) == {"cnn": "READY", "mlp": "READY"})
+        screenshot(driver, "models")
+        click(driver, '#models tr[data-model="mlp"] button')
+        alert = wait_for(driver, lambda d: d.switch_to.alert)
+        assert "Unload mlp?" in alert.text
+        alert.accept()
+        wait_for(driver, lambda d: states(d).get("mlp") == "UNAVAILABLE")
+        assert "mlp unloaded" in driver.find_element(By.ID, "status").text
+        screenshot(driver, "models-unloaded")
+        click(driver, '#models tr[data-model="mlp"] button')
+        wait_for(driver, lambda d: d.switch_to.alert).accept()
+        wait_for(driver, lambda d: states(d).get("mlp") == "READY")
+        assert console_errors(driver) == []
+
+
+def test_a_read_key_has_no_actions(server: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    with chromium() as driver:
+        log_in(driver, server["base"], server["read"])
+        assert "(read only)" in driver.find_element(By.CSS_SELECTOR, "header .who").text
+        driver.find_element(By.LINK_TEXT, "Models").click()
+        wait_for(driver, lambda d: states(d) == {"cnn": "READY", "mlp": "READY"})
+        assert driver.find_elements(By.CSS_SELECTOR, "#models button") == []
+        screenshot(driver, "models-read-only")
+
+
+def test_a_tablet_sees_the_same_panel(server: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    with chromium(800, 1100) as driver:
+        log_in(driver, server["base"], server["admin"])
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-field="models"]').text == "2 of 2")
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= 800, f"the overview is {width} px wide on an 800 px screen"
+        screenshot(driver, "overview-tablet")
