@@ -17,8 +17,9 @@ apt_pkgs=(python3-venv python3-dev build-essential)
 if [ "$extras" = "test" ]; then
     apt_pkgs+=(chromium chromium-driver redis-server swupdate)
     # The image's nginx site, firewall ruleset, sudoers file and sshd drop-in are checked with the real tools
-    # (tests/test_proxy_config.py, test_firewall.py, test_engineer_access.py).
-    apt_pkgs+=(nginx nftables sudo openssh-server)
+    # (tests/test_proxy_config.py, test_firewall.py, test_engineer_access.py); ping crosses the firewall test's
+    # namespaces, and sudo resolves systemctl and journalctl from systemd.
+    apt_pkgs+=(nginx nftables sudo openssh-server iputils-ping systemd)
 fi
 if command -v dpkg >/dev/null 2>&1; then
     for pkg in "${apt_pkgs[@]}"; do

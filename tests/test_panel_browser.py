@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support.autoscaler import create_key
@@ -120,3 +121,98 @@ def test_a_tablet_sees_the_same_panel(server: dict[str, Any]) -> None:
         width = driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= 800, f"the overview is {width} px wide on an 800 px screen"
         screenshot(driver, "overview-tablet")
+
+
+@pytest.fixture
+def routes_server(server_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    from tests.support import models
+
+    repo = tmp_path / "repo"
+    models.write_arms(repo, "add", {1: models.add_model(1.0), 2: models.add_model(2.0)})
+    keys = tmp_path / "keys.json"
+    admin = create_key(keys, "admin")
+    served = server_factory(
+        repo, "--auth", "true", "--keys-file", str(keys), "--model-control-mode", "explicit", "--load-model", "*"
+    )
+    declared = httpx.put(
+        f"{served.base}/v2/routes/ab",
+        json={"arms": [{"model": "add", "version": "1", "weight": 100}, {"model": "add", "version": "2", "weight": 0}]},
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert declared.status_code == 200, declared.text
+    return {"base": served.base, "admin": admin}
+
+
+def added(base: str, key: str, count: int) -> list[float]:
+    """What a real client's requests to route 'ab' came back with: x + 1 from add:1, x + 2 from add:2."""
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(base.removeprefix("http://"))
+    x = np.array([[1.0, 2.0]], np.float32)
+    seen = []
+    for _ in range(count):
+        tensor = httpclient.InferInput("x", [1, 2], "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer("ab", [tensor], headers={"Authorization": f"Bearer {key}"})
+        seen.append(float(result.as_numpy("y")[0][0] - x[0][0]))
+    client.close()
+    return seen
+
+
+def test_change_a_routes_weights_then_run_and_roll_back_a_canary(routes_server: dict[str, Any]) -> None:
+    import threading
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, admin = routes_server["base"], routes_server["admin"]
+    assert set(added(base, admin, 10)) == {1.0}
+    with chromium() as driver:
+        log_in(driver, base, admin)
+        driver.find_element(By.LINK_TEXT, "Routes").click()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'section[data-route="ab"] input[data-index]'))
+        screenshot(driver, "routes")
+        inputs = driver.find_elements(By.CSS_SELECTOR, 'section[data-route="ab"] input[data-index]')
+        for field, value in zip(inputs, ("0", "100")):
+            field.clear()
+            field.send_keys(value)
+        click(driver, 'section[data-route="ab"] > button')
+        wait_for(driver, lambda d: d.switch_to.alert).accept()
+        wait_for(driver, lambda d: "ab: weights saved" in d.find_element(By.ID, "status").text)
+        assert set(added(base, admin, 20)) == {2.0}  # the live mix follows: all of it to add:2
+
+        # Back to add:1, then a canary of add:2 from the panel, advancing under real traffic, rolled back.
+        httpx.put(
+            f"{base}/v2/routes/ab",
+            headers={"Authorization": f"Bearer {admin}"},
+            json={
+                "arms": [{"model": "add", "version": "1", "weight": 100}, {"model": "add", "version": "2", "weight": 0}]
+            },
+        )
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, 'section[data-route="ab"] select'))
+        Select(driver.find_element(By.CSS_SELECTOR, 'section[data-route="ab"] select')).select_by_visible_text("add:2")
+        step, least, ratio = driver.find_elements(By.CSS_SELECTOR, 'section[data-route="ab"] .canary-start input')
+        # Sub-millisecond models on a busy machine: the p95 ratio is noise, so the threshold is loose here.
+        for field, value in ((step, "5"), (least, "5"), (ratio, "50")):
+            field.clear()
+            field.send_keys(value)
+        click(driver, 'section[data-route="ab"] .canary-start button')
+        wait_for(driver, lambda d: d.switch_to.alert).accept()
+        stop = threading.Event()
+        traffic = threading.Thread(target=lambda: [added(base, admin, 5) for _ in iter(stop.is_set, True)])
+        traffic.start()
+        try:
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-decision="advance"]'), timeout=60)
+            screenshot(driver, "routes-canary")
+            click(driver, 'section[data-route="ab"] .actions button:nth-child(1)')  # Pause: the share holds
+            wait_for(driver, lambda d: d.switch_to.alert).accept()
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'p.canary[data-status="paused"]'))
+            click(driver, 'section[data-route="ab"] .actions button:nth-child(4)')  # Roll back
+            wait_for(driver, lambda d: d.switch_to.alert).accept()
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, 'p.canary[data-status="rolled_back"]'))
+        finally:
+            stop.set()
+            traffic.join()
+        assert set(added(base, admin, 10)) == {1.0}  # rolled back: none of it to the canary
+        assert console_errors(driver) == []

@@ -17,7 +17,7 @@ import pytest
 from appliance.update.bundle import BundleError, verify_bundle
 from appliance.update.confirm import Action, Pending, UpdateRecord, confirm_boot, decide, service_health
 from appliance.update.libconfig import LibconfigError, loads
-from tests.support.swu import MACHINE, Signer, cpio, make_bundle, make_signer
+from tests.support.swu import MACHINE, Signer, cpio, make_bundle, make_signer, swupdate_check, swupdate_dry_run
 
 FAKE_NVBOOTCTRL = Path(__file__).parent / "support" / "fake_nvbootctrl.py"
 ROOTFS = {"ml-inference-image.rootfs.tar.zst": os.urandom(300_000), "tegra-bl.cap": b"capsule" * 1000}
@@ -36,14 +36,6 @@ def device(tmp_path: Path, keys: tuple[Signer, Signer]) -> dict[str, Any]:
     state = tmp_path / "nvbootctrl.json"
     state.write_text(json.dumps({"current": 0, "active": 0, "good": []}))
     return {"cert": keys[0].cert, "hwrevision": hwrev, "record": tmp_path / "record", "state": state}
-
-
-def real_swupdate_check(bundle: Path, cert: Path, machine: str = MACHINE) -> subprocess.CompletedProcess[str]:
-    """The real SWUpdate's verdict on a bundle, without installing anything (-c: check and exit)."""
-    return subprocess.run(
-        ["swupdate", "-c", "-i", str(bundle), "-k", str(cert), "-e", "system,slot_a", "-H", f"{machine}:1.0"],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -77,8 +69,8 @@ def test_a_signed_bundle_verifies_here_and_in_the_real_swupdate(tmp_path: Path, 
     bundle = make_bundle(tmp_path / "good.swu", keys[0], ROOTFS, version="2.1.0")
     verified = verify_bundle(bundle, keys[0].cert, MACHINE, "1.0")
     assert verified.version == "2.1.0" and {a.filename for a in verified.artefacts} == set(ROOTFS)
-    done = real_swupdate_check(bundle, keys[0].cert)
-    assert done.returncode == 0, done.stdout + done.stderr
+    accepted, output = swupdate_check(bundle, keys[0].cert)
+    assert accepted, output
 
 
 def _truncated(tmp_path: Path, keys: tuple[Signer, Signer], at: float) -> Path:
@@ -118,7 +110,7 @@ def test_a_bad_bundle_is_refused_with_a_reason(case: str, tmp_path: Path, keys: 
     with pytest.raises(BundleError, match=reason.replace("(", r"\(").replace(")", r"\)")):
         verify_bundle(bundle, keys[0].cert, MACHINE, "1.0")
     if case not in ("another revision",):  # the real SWUpdate refuses it too (-H names only one revision here)
-        assert real_swupdate_check(bundle, keys[0].cert).returncode != 0
+        assert not swupdate_check(bundle, keys[0].cert)[0]
 
 
 def test_a_missing_artefact_or_hash_is_refused(tmp_path: Path, keys: tuple[Signer, Signer]) -> None:
@@ -137,13 +129,7 @@ def test_a_missing_artefact_or_hash_is_refused(tmp_path: Path, keys: tuple[Signe
 
 
 def _swupdate_dry_run(tmp_path: Path) -> tuple[Path, Path]:
-    """The real swupdate, in dry-run mode (-n: everything but writing), with this host's hardware revision; it
-    notes each call, so a test can see whether the installation was reached at all."""
-    calls = tmp_path / "swupdate-calls"
-    wrapper = tmp_path / "swupdate-dry-run"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec swupdate -n -H {MACHINE}:1.0 "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper, calls
+    return swupdate_dry_run(tmp_path)
 
 
 def test_apply_installs_into_the_other_slot_and_records_it_pending(
@@ -321,11 +307,7 @@ def test_the_layers_own_sw_description_is_what_the_verifier_and_swupdate_accept(
         "appliance-update.lua",
     }
     for slot in ("a", "b"):
-        done = subprocess.run(
-            ["swupdate", "-c", "-i", str(bundle), "-k", str(keys[0].cert), "-e", f"system,slot_{slot}",
-             "-H", f"{MACHINE}:1.0"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout + done.stderr
+        accepted, output = swupdate_check(bundle, keys[0].cert, f"system,slot_{slot}")
+        assert accepted, output
     with pytest.raises(BundleError, match="revision"):
         verify_bundle(bundle, keys[0].cert, MACHINE, "2.0")

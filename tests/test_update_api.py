@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.autoscaler import create_key
-from tests.support.swu import MACHINE, Signer, make_bundle, make_signer
+from tests.support.swu import MACHINE, Signer, make_bundle, make_signer, swupdate_dry_run
 
 ROOTFS = {"ml-inference-image.rootfs.tar.gz": os.urandom(200_000), "tegra-bl.cap": b"capsule" * 500}
 
@@ -87,10 +87,7 @@ def test_a_verified_bundle_is_queued_then_installed_by_the_root_side(
     audit = httpx.get(f"{device['server'].base}/v2/audit", headers={"Authorization": f"Bearer {device['admin']}"})
     assert any(e["action"] == "update_apply" and e["key"] == "admin" for e in audit.json()["entries"])
     # What appliance-update.service runs (root on the device): install from the spool, remove the file.
-    calls = tmp_path / "swupdate-calls"
-    wrapper = tmp_path / "swupdate-dry-run"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec swupdate -n -H {MACHINE}:1.0 "$@"\n')
-    wrapper.chmod(0o755)
+    wrapper, calls = swupdate_dry_run(tmp_path)
     state = tmp_path / "slots.json"
     state.write_text(json.dumps({"current": 1, "active": 1, "good": [1]}))
     done = subprocess.run(

@@ -84,3 +84,41 @@ def make_bundle(path: Path, signer: Signer | None, artefacts: dict[str, bytes], 
     members += list(artefacts.items())
     path.write_bytes(cpio(members))
     return path
+
+
+# Debian 12's swupdate (2022.12) sometimes exits 1 after a run it reports successful, in check (-c) and dry-run
+# (-n) modes: its main thread can leave before the post-update step (seen in fresh roots, on every run after the
+# first). Its verdict is read from what it says instead: success reported, and no error.
+def swupdate_accepted(output: str) -> bool:
+    return "SWUPDATE successful" in output and "[ERROR]" not in output and "failed" not in output.lower()
+
+
+def swupdate_check(
+    bundle: Path, cert: Path, selection: str = "system,slot_a", machine: str = MACHINE
+) -> tuple[bool, str]:
+    """The real SWUpdate's verdict on a bundle, without installing anything (-c: check and exit), and its output."""
+    done = subprocess.run(
+        ["swupdate", "-c", "-m", "-M", "-i", str(bundle), "-k", str(cert), "-e", selection, "-H", f"{machine}:1.0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    return swupdate_accepted(output), output
+
+
+def swupdate_dry_run(directory: Path) -> tuple[Path, Path]:
+    """A stand-in for the image's swupdate that is the real one in dry-run mode (-n: everything but writing), with
+    this host's hardware revision and its verdict read as :func:`swupdate_accepted` does; it notes each call in the
+    second path, so a test sees whether the installation was reached at all."""
+    calls = directory / "swupdate-calls"
+    wrapper = directory / "swupdate-dry-run"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        f'out=$(swupdate -n -m -M -H {MACHINE}:1.0 "$@" 2>&1)\n'
+        'printf "%s\\n" "$out"\n'
+        'printf "%s" "$out" | grep -q "SWUPDATE successful" || exit 1\n'
+        'printf "%s" "$out" | grep -qi -e "\\[ERROR\\]" -e "failed" && exit 1\n'
+        "exit 0\n"
+    )
+    wrapper.chmod(0o755)
+    return wrapper, calls

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-PAGES = (("overview", "Overview", "/admin"), ("models", "Models", "/admin/models"))
+PAGES = (
+    ("overview", "Overview", "/admin"),
+    ("models", "Models", "/admin/models"),
+    ("routes", "Routes", "/admin/routes"),
+)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -102,6 +106,16 @@ def models(viewer: Viewer | None) -> str:
         '<th scope="col">Why</th><th scope="col">Actions</th></tr></thead><tbody></tbody></table>'
     )
     return _frame("Models", "models", viewer, table)
+
+
+def routes(viewer: Viewer | None) -> str:
+    body = (
+        '<p class="hint">A/B splits, shadows and canaries declared through <code>/v2/routes</code>: each arm\'s '
+        "figures, the canary's decisions with the values they were measured on, and, for an admin, the weights "
+        "and the canary's actions.</p>"
+        '<div id="routes"><p>No route is declared.</p></div>'
+    )
+    return _frame("Routes", "routes", viewer, body)
 
 
 def login(message: str = "") -> str:

@@ -127,6 +127,7 @@ class PanelEndpoint:
         return [
             Route("/admin", self._page(pages.overview), methods=["GET"]),  # type: ignore[arg-type]
             Route("/admin/models", self._page(pages.models), methods=["GET"]),  # type: ignore[arg-type]
+            Route("/admin/routes", self._page(pages.routes), methods=["GET"]),  # type: ignore[arg-type]
             Route("/admin/login", self.login_page, methods=["GET"]),
             Route("/admin/login", self.login, methods=["POST"]),
             Route("/admin/logout", self.logout, methods=["POST"]),

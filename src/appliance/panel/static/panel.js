@@ -111,10 +111,10 @@ function button(label, action) {
   return b;
 }
 
-async function act(question, method, path, done) {
+async function act(question, method, path, done, body) {
   if (!window.confirm(question)) return;
   try {
-    await api(method, path, {});
+    await api(method, path, body === undefined ? {} : body);
     say(done, false, true);
   } catch (error) {
     say(error.message, true, true);
@@ -155,7 +155,138 @@ async function models() {
   document.querySelector("#models tbody").replaceChildren(...fresh);
 }
 
-const pages = { overview, models };
+function el(tag, text, attrs) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+function declaration(route) {  // what PUT /v2/routes/NAME takes, from what GET gives
+  const doc = { arms: route.arms.map(a => {
+    const arm = { model: a.model };
+    if (a.version) arm.version = a.version;
+    if (a.shadow) arm.shadow = true; else arm.weight = a.weight;
+    return arm;
+  }) };
+  if (route.sticky) doc.sticky = route.sticky;
+  if (route.shadow_atol) doc.shadow_atol = route.shadow_atol;
+  if (route.canary) {
+    const { status, share, decisions, baseline_arm, ...policy } = route.canary;
+    void status; void share; void decisions; void baseline_arm;
+    doc.canary = policy;
+  }
+  return doc;
+}
+
+function percent(x) { return x === null || x === undefined ? "–" : `${(x * 100).toFixed(2)} %`; }
+
+function routeSection(route) {
+  const section = el("section", null, { class: "route", "data-route": route.name, "aria-labelledby": `r-${route.name}` });
+  section.appendChild(el("h2", route.name, { id: `r-${route.name}` }));
+  const table = el("table");
+  table.appendChild(el("caption", `Arms of ${route.name}`));
+  const head = el("tr");
+  for (const h of ["Arm", "Weight", "Requests", "Errors"]) head.appendChild(el("th", h, { scope: "col" }));
+  table.appendChild(el("thead")).appendChild(head);
+  const body = table.appendChild(el("tbody"));
+  route.arms.forEach((arm, i) => {
+    const tr = el("tr", null, { "data-arm": arm.label });
+    tr.appendChild(el("td", arm.shadow ? `${arm.label} (shadow)` : arm.label));
+    const weight = el("td");
+    if (mayAct && !arm.shadow && !route.canary) {
+      weight.appendChild(el("input", null, { type: "number", min: "0", max: "1000", value: String(arm.weight),
+        "data-index": String(i), "aria-label": `Weight of ${arm.label}` }));
+    } else {
+      weight.textContent = arm.shadow ? "copy" : String(arm.weight);
+    }
+    tr.appendChild(weight);
+    tr.appendChild(el("td", arm.stats.requests));
+    tr.appendChild(el("td", arm.stats.errors));
+    body.appendChild(tr);
+  });
+  section.appendChild(table);
+  const path = `/v2/routes/${encodeURIComponent(route.name)}`;
+  if (mayAct && !route.canary) {
+    section.appendChild(button("Save weights", () => {
+      const doc = declaration(route);
+      for (const input of section.querySelectorAll("input[data-index]")) {
+        doc.arms[Number(input.dataset.index)].weight = Number(input.value);
+      }
+      act(`Change the weights of ${route.name}?`, "PUT", path, `${route.name}: weights saved`, doc);
+    }));
+    const candidates = route.arms.map((a, i) => [a, i]).filter(([a, i]) => i > 0 && !a.shadow);
+    if (candidates.length) {
+      const select = el("select", null, { "aria-label": `Canary arm of ${route.name}` });
+      for (const [a, i] of candidates) select.appendChild(el("option", a.label, { value: String(i) }));
+      const interval = el("input", null, { type: "number", min: "1", value: "60", "aria-label": "Seconds per step" });
+      const least = el("input", null, { type: "number", min: "1", value: "200",
+        "aria-label": "Requests on each side before a step is judged" });
+      const ratio = el("input", null, { type: "number", min: "1", step: "0.1", value: "1.2",
+        "aria-label": "Largest p95 latency ratio of the canary to the stable arm" });
+      const start = el("div", null, { class: "canary-start" });
+      start.append(el("span", "Canary:"), select, interval, el("span", "s per step, at least"), least,
+        el("span", "requests a side, p95 at most"), ratio, el("span", "times the stable arm's"),
+        button("Start canary", () => {
+        const doc = declaration(route);
+        doc.canary = { arm: Number(select.value), interval_s: Number(interval.value),
+          min_requests: Number(least.value), max_p95_ratio: Number(ratio.value) };
+        act(`Start a canary of ${select.selectedOptions[0].textContent} on ${route.name}?`, "PUT", path,
+          `${route.name}: canary started`, doc);
+      }));
+      section.appendChild(start);
+    }
+  }
+  if (route.canary) {
+    const c = route.canary;
+    section.appendChild(el("p", `Canary ${route.arms[c.arm].label}: ${c.status}, ${c.share} % of the traffic ` +
+      `(steps ${c.steps.join(", ")} %, every ${c.interval_s} s)`, { class: "canary", "data-status": c.status }));
+    if (mayAct) {
+      const actions = el("div", null, { class: "actions" });
+      for (const [action, label, question] of [
+        ["pause", "Pause", "Pause the canary (its share stays)?"],
+        ["resume", "Resume", "Resume the canary?"],
+        ["promote", "Promote", "Promote the canary to all of the traffic?"],
+        ["rollback", "Roll back", "Roll the canary back (none of the traffic)?"]]) {
+        actions.appendChild(button(label, () => act(`${route.name}: ${question}`, "POST", `${path}/${action}`,
+          `${route.name}: ${action} done`)));
+      }
+      section.appendChild(actions);
+    }
+    const decisions = el("table", null, { class: "decisions" });
+    decisions.appendChild(el("caption", "The canary's decisions, newest first: measured values against thresholds"));
+    const dh = el("tr");
+    for (const h of ["Time", "Decision", "Share", "By", "Canary", "Reference", "Thresholds", "Why"]) {
+      dh.appendChild(el("th", h, { scope: "col" }));
+    }
+    decisions.appendChild(el("thead")).appendChild(dh);
+    const db = decisions.appendChild(el("tbody"));
+    for (const d of [...(c.decisions || [])].reverse()) {
+      const tr = el("tr", null, { "data-decision": d.decision });
+      const fig = w => w ? `${w.requests} req, ${percent(w.error_rate)} errors, p95 ${w.p95_ms ?? "–"} ms` : "–";
+      const limits = d.thresholds ? Object.entries(d.thresholds).map(([k, v]) => `${k} ${v}`).join(", ") : "";
+      for (const text of [new Date(d.time * 1000).toLocaleTimeString(), d.decision, `${d.step} %`, d.by,
+        fig(d.canary), fig(d.reference), limits, d.reason]) tr.appendChild(el("td", text));
+      db.appendChild(tr);
+    }
+    section.appendChild(decisions);
+  }
+  return section;
+}
+
+let shownRoutes = "";
+
+async function routes() {
+  const doc = await api("GET", "/v2/routes");
+  const holder = document.getElementById("routes");
+  if (holder.contains(document.activeElement) && document.activeElement.tagName !== "BUTTON") return;  // editing
+  const signature = JSON.stringify(doc.routes);
+  if (signature === shownRoutes) return;
+  shownRoutes = signature;
+  holder.replaceChildren(...(doc.routes.length ? doc.routes.map(routeSection) : [el("p", "No route is declared.")]));
+}
+
+const pages = { overview, models, routes };
 
 async function refresh() {
   const fill = pages[page];
