@@ -25,9 +25,12 @@ def server(demo_repo: Path, server_factory: Any, tmp_path: Path) -> dict[str, An
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 20) -> Any:
+    """``condition`` until it holds; an element the page's refresh replaced meanwhile is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException])
+    return waiting.until(condition)
 
 
 def log_in(driver: Any, base: str, key: str) -> None:
@@ -215,4 +218,68 @@ def test_change_a_routes_weights_then_run_and_roll_back_a_canary(routes_server: 
             stop.set()
             traffic.join()
         assert set(added(base, admin, 10)) == {1.0}  # rolled back: none of it to the canary
+        assert console_errors(driver) == []
+
+
+def test_timeline_logs_keys_and_the_support_bundle(server: dict[str, Any], tmp_path: Path) -> None:
+    import tarfile
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, admin = server["base"], server["admin"]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    auth = {"Authorization": f"Bearer {admin}"}
+    with chromium(downloads=downloads) as driver:
+        log_in(driver, base, admin)
+
+        # Logs: tailed live; what the service does next shows up without a reload.
+        driver.find_element(By.LINK_TEXT, "Logs").click()
+        wait_for(driver, lambda d: "appliance ready" in d.find_element(By.ID, "log-lines").text)
+        assert httpx.post(f"{base}/v2/repository/models/mlp/unload", json={}, headers=auth).status_code == 200
+        assert httpx.post(f"{base}/v2/repository/models/mlp/load", json={}, headers=auth).status_code == 200
+        wait_for(driver, lambda d: "model 'mlp' unloaded" in d.find_element(By.ID, "log-lines").text)
+        Select(driver.find_element(By.ID, "log-level")).select_by_value("ERROR")
+        wait_for(driver, lambda d: "model 'mlp' unloaded" not in d.find_element(By.ID, "log-lines").text)
+        screenshot(driver, "logs")
+
+        # Timeline: the unload and the load of mlp, against its figures.
+        driver.find_element(By.LINK_TEXT, "Timeline").click()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#events tr[data-kind="unload"]'))
+        assert "mlp" in driver.find_element(By.CSS_SELECTOR, '#events tr[data-kind="unload"]').text
+        screenshot(driver, "timeline")
+
+        # Keys: made (shown once) and revoked from the panel; both in the audit log.
+        driver.find_element(By.LINK_TEXT, "Settings and keys").click()
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#keys tr[data-key="admin"]'))
+        driver.find_element(By.ID, "key-name").send_keys("camera-7")
+        driver.find_element(By.CSS_SELECTOR, "#key-create button").click()
+        made = wait_for(driver, lambda d: d.find_element(By.ID, "key-made").text)
+        new_key = made.split(": ", 1)[1].split(" ", 1)[0]
+        assert new_key.startswith("apk_") and "not shown again" in made
+        tensor = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 64}]}
+        works = httpx.post(f"{base}/v2/models/mlp/infer", json=tensor, headers={"Authorization": f"Bearer {new_key}"})
+        assert works.status_code == 200, works.text
+        click(driver, '#keys tr[data-key="camera-7"] button')
+        wait_for(driver, lambda d: d.switch_to.alert).accept()
+        wait_for(driver, lambda d: "revoked" in d.find_element(By.CSS_SELECTOR, '#keys tr[data-key="camera-7"]').text)
+        time.sleep(1.0)  # the server rereads the key file at most every half second
+        refused = httpx.post(f"{base}/v2/models/mlp/infer", json=tensor, headers={"Authorization": f"Bearer {new_key}"})
+        assert refused.status_code == 401
+        wait_for(driver, lambda d: "key_revoke" in d.find_element(By.ID, "audit").text)
+        screenshot(driver, "settings")
+
+        # Support bundle: one click, and no secret in it.
+        driver.find_element(By.LINK_TEXT, "Support").click()
+        screenshot(driver, "support")
+        driver.find_element(By.ID, "bundle").click()
+        bundle = wait_for(driver, lambda d: next((p for p in downloads.glob("*.tar.gz")), None), timeout=30)
+        with tarfile.open(bundle) as tar:
+            names = tar.getnames()
+            text = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
+        assert "appliance-support/settings.json" in names and "appliance-support/logs/service.log" in names
+        for secret in (admin, server["read"], new_key, admin.rsplit("_", 1)[-1]):
+            assert secret.encode() not in text, "a key is in the support bundle"
         assert console_errors(driver) == []

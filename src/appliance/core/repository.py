@@ -334,6 +334,7 @@ class ModelRepository:
                 status.served = None
                 status.state, status.reason = State.UNAVAILABLE, "unloaded"
             entry.state, entry.reason, entry.retry, entry.parked = State.UNAVAILABLE, "unloaded", False, False
+        log.info("model '%s' unloaded", name)
         self._event("unload", name, "unloaded")
 
     async def park(self, name: str) -> None:

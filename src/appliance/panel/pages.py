@@ -9,6 +9,10 @@ PAGES = (
     ("overview", "Overview", "/admin"),
     ("models", "Models", "/admin/models"),
     ("routes", "Routes", "/admin/routes"),
+    ("timeline", "Timeline", "/admin/timeline"),
+    ("logs", "Logs", "/admin/logs"),
+    ("settings", "Settings and keys", "/admin/settings"),
+    ("support", "Support", "/admin/support"),
 )
 
 CSP = (
@@ -116,6 +120,67 @@ def routes(viewer: Viewer | None) -> str:
         '<div id="routes"><p>No route is declared.</p></div>'
     )
     return _frame("Routes", "routes", viewer, body)
+
+
+def timeline(viewer: Viewer | None) -> str:
+    body = (
+        '<form class="filters" id="timeline-filter"><label for="tl-model">Model</label>'
+        '<select id="tl-model"><option value="">all</option></select></form>'
+        "<figure><figcaption>p99 latency (ms) and requests / s, with what happened</figcaption>"
+        '<svg id="tl-chart" class="wide" role="img" aria-label="p99 latency and request rate with events"></svg>'
+        "</figure>"
+        '<table id="events"><caption>Loads, swaps, canary steps and rollbacks, autoscaler decisions, power mode '
+        "changes, thermal throttling, the data partition and updates, newest first</caption><thead><tr>"
+        '<th scope="col">Time</th><th scope="col">Kind</th><th scope="col">Model</th><th scope="col">What</th>'
+        "</tr></thead><tbody></tbody></table>"
+    )
+    return _frame("Timeline", "timeline", viewer, body)
+
+
+def logs(viewer: Viewer | None) -> str:
+    body = (
+        '<form class="filters" id="log-filter">'
+        '<label for="log-level">Level</label><select id="log-level">'
+        + "".join(f'<option value="{lv}">{lv.lower()}</option>' for lv in ("INFO", "WARNING", "ERROR", "DEBUG"))
+        + '</select><label for="log-text">Containing (a model, a word)</label>'
+        '<input id="log-text" type="search"></form>'
+        '<pre id="log-lines" aria-live="off" tabindex="0"></pre>'
+        '<p class="hint">The service\'s own log (the journal of appliance.service has the same lines).</p>'
+    )
+    return _frame("Logs", "logs", viewer, body)
+
+
+def settings(viewer: Viewer | None) -> str:
+    body = (
+        '<section aria-labelledby="h-keys"><h2 id="h-keys">API keys</h2>'
+        '<table id="keys"><caption>Every key: its hash stays on the device, the key itself is shown once, when it '
+        'is made</caption><thead><tr><th scope="col">Name</th><th scope="col">Role</th><th scope="col">Created'
+        '</th><th scope="col">Expires</th><th scope="col">State</th><th scope="col">Actions</th></tr></thead>'
+        "<tbody></tbody></table>"
+        '<form id="key-create" class="filters"><label for="key-name">New key</label>'
+        '<input id="key-name" pattern="[A-Za-z0-9_.\\-]{1,64}" required>'
+        '<label for="key-role">role</label><select id="key-role"><option>infer</option><option>read</option>'
+        '<option>admin</option></select><label for="key-expires">expires</label>'
+        '<input id="key-expires" placeholder="90d" size="6"><button type="submit">Create</button></form>'
+        '<p id="key-made" class="made" role="alert" hidden></p></section>'
+        '<section aria-labelledby="h-audit"><h2 id="h-audit">Audit log</h2>'
+        '<table id="audit"><caption>Admin actions and refused attempts, newest first</caption><thead><tr>'
+        '<th scope="col">Time</th><th scope="col">Key</th><th scope="col">From</th><th scope="col">Action</th>'
+        '<th scope="col">Target</th><th scope="col">Result</th></tr></thead><tbody></tbody></table></section>'
+        '<section aria-labelledby="h-settings"><h2 id="h-settings">Effective settings</h2>'
+        '<pre id="settings-json" tabindex="0"></pre></section>'
+    )
+    return _frame("Settings and keys", "settings", viewer, body)
+
+
+def support(viewer: Viewer | None) -> str:
+    body = (
+        "<p>One archive to send on: the configuration (secrets removed), recent logs, metrics history, the "
+        "timeline, the repository index, each model's configuration, the TensorRT engine manifests and the "
+        "device's description.</p>"
+        '<p><a class="button" id="bundle" href="/v2/support/bundle" download>Download the support bundle</a></p>'
+    )
+    return _frame("Support", "support", viewer, body)
 
 
 def login(message: str = "") -> str:

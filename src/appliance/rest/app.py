@@ -192,6 +192,7 @@ def routes(
         route("DELETE", "/v2/keys/{name}", keys.revoke, op.KEY_REVOKE, tags=["keys"], summary="Revoke"),
         get("/v2/settings", support.settings, op.SETTINGS_READ, "support", "The effective settings, secrets masked"),
         get("/v2/support/bundle", support.bundle, op.SUPPORT_BUNDLE, "support", "A support archive (.tar.gz)"),
+        get("/v2/logs", support.logs, op.LOGS_READ, "support", "The service's newest log lines, filtered"),
         get("/v2/update", update.status, op.UPDATE_READ, "update", "Boot slot, pending update, outcomes"),
         post("/v2/update", update.apply, op.UPDATE_APPLY, "update", "Verify and queue a signed .swu bundle"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),

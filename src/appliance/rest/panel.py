@@ -128,6 +128,10 @@ class PanelEndpoint:
             Route("/admin", self._page(pages.overview), methods=["GET"]),  # type: ignore[arg-type]
             Route("/admin/models", self._page(pages.models), methods=["GET"]),  # type: ignore[arg-type]
             Route("/admin/routes", self._page(pages.routes), methods=["GET"]),  # type: ignore[arg-type]
+            Route("/admin/timeline", self._page(pages.timeline), methods=["GET"]),  # type: ignore[arg-type]
+            Route("/admin/logs", self._page(pages.logs), methods=["GET"]),  # type: ignore[arg-type]
+            Route("/admin/settings", self._page(pages.settings), methods=["GET"]),  # type: ignore[arg-type]
+            Route("/admin/support", self._page(pages.support), methods=["GET"]),  # type: ignore[arg-type]
             Route("/admin/login", self.login_page, methods=["GET"]),
             Route("/admin/login", self.login, methods=["POST"]),
             Route("/admin/logout", self.logout, methods=["POST"]),

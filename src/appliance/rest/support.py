@@ -20,7 +20,8 @@ from typing import Any
 from starlette.responses import Response
 
 from ..core.dataplane import DataPlane
-from ..core.logbuffer import RecentLogs
+from ..core.errors import InvalidArgument
+from ..core.logbuffer import LEVELS, RecentLogs
 from ..device.metrics import DeviceMetrics
 from .encode import model_statistics_json, repository_index_json, server_metadata_json
 
@@ -31,6 +32,23 @@ AUDIT_ENTRIES = 1000
 class SupportEndpoint:
     def __init__(self, dataplane: DataPlane, device: DeviceMetrics | None, logs: RecentLogs | None) -> None:
         self._dp, self._device, self._logs = dataplane, device, logs
+
+    async def logs(
+        self, level: str = "INFO", contains: str = "", since: str = "", limit: str = "500"
+    ) -> dict[str, Any]:
+        """The service's newest log lines (``?level=WARNING``, ``?contains=mlp``, ``?since=EPOCH``,
+        ``?limit=N``), oldest first: what the panel's Logs page tails."""
+        level = level.upper()
+        if level not in LEVELS:
+            raise InvalidArgument(f"'level' must be one of {', '.join(LEVELS)}, got '{level[:16]}'")
+        if not (limit.isascii() and limit.isdigit() and len(limit) <= 5):
+            raise InvalidArgument(f"'limit' must be a whole number up to 99999, got '{limit[:32]}'")
+        try:
+            after = float(since) if since else 0.0
+        except ValueError:
+            raise InvalidArgument(f"'since' must be seconds since the epoch, got '{since[:32]}'") from None
+        lines = self._logs.recent(level, contains[:200], after, int(limit)) if self._logs is not None else []
+        return {"lines": [line.to_json() for line in lines]}
 
     async def settings(self) -> dict[str, Any]:
         """The effective settings, secrets masked."""

@@ -64,6 +64,7 @@ class Operation(enum.Enum):
     KEYS_READ = "keys_read"  # GET /v2/keys
     KEY_CREATE = "key_create"  # appliance keys create
     KEY_REVOKE = "key_revoke"  # appliance keys revoke
+    LOGS_READ = "logs_read"  # GET /v2/logs: the service's newest log lines
     PANEL_VIEW = "panel_view"  # the admin panel's pages (a read key sees them read-only)
     UPDATE_READ = "update_read"  # GET /v2/update: slots, pending update, outcomes, data partition
     UPDATE_APPLY = "update_apply"  # POST /v2/update: a signed bundle, verified and queued
@@ -110,6 +111,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.KEYS_READ: Role.ADMIN,
     Operation.KEY_CREATE: Role.ADMIN,
     Operation.KEY_REVOKE: Role.ADMIN,
+    Operation.LOGS_READ: Role.ADMIN,
     Operation.PANEL_VIEW: Role.READ,
     Operation.UPDATE_READ: Role.READ,
     Operation.UPDATE_APPLY: Role.ADMIN,

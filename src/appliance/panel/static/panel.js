@@ -286,7 +286,128 @@ async function routes() {
   holder.replaceChildren(...(doc.routes.length ? doc.routes.map(routeSection) : [el("p", "No route is declared.")]));
 }
 
-const pages = { overview, models, routes };
+function when(t) { return new Date(typeof t === "number" ? t * 1000 : t).toLocaleString(); }
+
+function fillRows(tbody, rows) {  // rows: arrays of cell texts, or [cells, attrs]; unchanged rows stay
+  const signature = JSON.stringify(rows.map(row => (Array.isArray(row[0]) ? row[0] : row)
+    .map(c => c instanceof Node ? c.textContent : c)));
+  if (tbody.dataset.signature === signature) return;
+  tbody.dataset.signature = signature;
+  tbody.replaceChildren(...rows.map(row => {
+    const [cells, attrs] = Array.isArray(row[0]) ? row : [row, {}];
+    const tr = el("tr", null, attrs);
+    for (const c of cells) tr.appendChild(c instanceof Node ? el("td").appendChild(c).parentNode : el("td", c));
+    return tr;
+  }));
+}
+
+function timelineChart(svg, history, events) {
+  const width = 900, height = 160;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.replaceChildren();
+  const times = history.time || [];
+  if (times.length < 2) return;
+  const t0 = times[0], t1 = times[times.length - 1];
+  const x = t => ((t - t0) / (t1 - t0 || 1) * width).toFixed(1);
+  const models = Object.values(history.models || {});
+  const p99 = times.map((_, i) => Math.max(...models.map(m => (m.p99_ms || [])[i] || 0), 0));
+  const rate = times.map((_, i) => sum(models.map(m => (m.request_rate || [])[i])));
+  const ns = "http://www.w3.org/2000/svg";
+  for (const [values, cls] of [[p99, "p99"], [rate, "rate"]]) {
+    const max = Math.max(...values, 1e-9);
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("class", cls);
+    path.setAttribute("d", values.map((v, i) => `${i ? "L" : "M"}${x(times[i])},${(height - v / max * (height - 8)).toFixed(1)}`).join(""));
+    svg.appendChild(path);
+  }
+  for (const e of events.filter(e => e.time >= t0)) {
+    const mark = document.createElementNS(ns, "line");
+    mark.setAttribute("class", `event ${e.kind}`);
+    mark.setAttribute("x1", x(e.time)); mark.setAttribute("x2", x(e.time));
+    mark.setAttribute("y1", "0"); mark.setAttribute("y2", String(height));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${when(e.time)} ${e.kind}: ${e.detail}`;
+    mark.appendChild(title);
+    svg.appendChild(mark);
+  }
+}
+
+async function timeline() {
+  const select = document.getElementById("tl-model");
+  const model = select.value;
+  const query = model ? `?model=${encodeURIComponent(model)}` : "";
+  const [history, events] = await Promise.all([api("GET", `/v2/history${query}`), api("GET", `/v2/events${query}`)]);
+  const names = Object.keys(history.models || {});
+  if (!model && select.options.length - 1 !== names.length) {
+    select.replaceChildren(el("option", "all", { value: "" }), ...names.map(n => el("option", n, { value: n })));
+  }
+  timelineChart(document.getElementById("tl-chart"), history, events.events);
+  fillRows(document.querySelector("#events tbody"), [...events.events].reverse().map(e =>
+    [[when(e.time), e.kind, e.model || "device", e.detail], { "data-kind": e.kind }]));
+}
+
+async function logs() {
+  const level = document.getElementById("log-level").value;
+  const text = document.getElementById("log-text").value;
+  const doc = await api("GET", `/v2/logs?level=${level}&contains=${encodeURIComponent(text)}&limit=500`);
+  const pre = document.getElementById("log-lines");
+  const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = doc.lines.map(l => l.text).join("\n");
+  if (atEnd) pre.scrollTop = pre.scrollHeight;  // tail, unless the reader scrolled up
+}
+
+async function settings() {
+  const [keys, audit, effective] = await Promise.all([
+    api("GET", "/v2/keys"), api("GET", "/v2/audit?limit=200"), api("GET", "/v2/settings")]);
+  fillRows(document.querySelector("#keys tbody"), keys.keys.map(k => {
+    const state = k.revoked ? "revoked" : (k.expires && Date.parse(k.expires) < Date.now() ? "expired" : "active");
+    const actions = el("span");
+    if (mayAct && state === "active") {
+      actions.appendChild(button("Revoke", () => act(`Revoke the key ${k.name}? It stops working at once.`,
+        "DELETE", `/v2/keys/${encodeURIComponent(k.name)}`, `${k.name} revoked`)));
+    }
+    return [[k.name, k.role, k.created ? when(k.created) : "–", k.expires ? when(k.expires) : "never", state, actions],
+      { "data-key": k.name }];
+  }));
+  fillRows(document.querySelector("#audit tbody"), [...audit.entries].reverse().map(e =>
+    [e.time ? when(e.time) : "", e.key || "–", e.source || "", e.action, e.target || "", e.result]));
+  const pre = document.getElementById("settings-json");
+  const text = JSON.stringify(effective, null, 2);
+  if (pre.textContent !== text) pre.textContent = text;
+}
+
+function wire() {
+  const form = document.getElementById("key-create");
+  if (form) {
+    if (!mayAct) form.hidden = true;
+    form.addEventListener("submit", async event => {
+      event.preventDefault();
+      const name = document.getElementById("key-name").value;
+      const body = { role: document.getElementById("key-role").value };
+      const expires = document.getElementById("key-expires").value;
+      if (expires) body.expires = expires;
+      try {
+        const made = await api("PUT", `/v2/keys/${encodeURIComponent(name)}`, body);
+        const shown = document.getElementById("key-made");
+        shown.textContent = `Key ${name} (${made.role}): ${made.key} — copy it now, it is not shown again.`;
+        shown.hidden = false;
+        say(`${name} created`, false, true);
+      } catch (error) {
+        say(error.message, true, true);
+      }
+      refresh();
+    });
+  }
+  for (const id of ["tl-model", "log-level", "log-text"]) {
+    const input = document.getElementById(id);
+    if (input) input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => refresh());
+  }
+  for (const filter of document.querySelectorAll("form.filters:not(#key-create)")) {
+    filter.addEventListener("submit", event => event.preventDefault());
+  }
+}
+
+const pages = { overview, models, routes, timeline, logs, settings };
 
 async function refresh() {
   const fill = pages[page];
@@ -299,6 +420,7 @@ async function refresh() {
   }
 }
 
+wire();
 if (pages[page]) {
   refresh();
   setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
