@@ -153,3 +153,15 @@ def test_updates_off_without_an_update_dir(demo_server: Any) -> None:
     r = httpx.post(f"{demo_server.base}/v2/update", content=b"x", headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 400 and "updates are off" in r.json()["error"]
     assert httpx.get(f"{demo_server.base}/v2/update").json()["enabled"] is False
+
+
+def test_a_device_without_its_update_certificate_takes_no_bundle(
+    tmp_path: Path, demo_repo: Path, server_factory: Any, signers: tuple[Signer, Signer]
+) -> None:
+    update_dir = tmp_path / "update"
+    env = {"APPLIANCE_UPDATE_DIR": str(update_dir), "APPLIANCE_UPDATE_CERTIFICATE": str(tmp_path / "missing.pem")}
+    server = server_factory(demo_repo, env=env)
+    body = make_bundle(tmp_path / "g.swu", signers[0], ROOTFS).read_bytes()
+    r = httpx.post(f"{server.base}/v2/update", content=body, headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 503 and "cannot check update bundles here" in r.json()["error"], r.text
+    assert not (update_dir / "spool").exists() or list((update_dir / "spool").iterdir()) == []

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import JSONResponse
 
-from ..core.errors import Conflict, InvalidArgument, TooLarge, Unsupported
+from ..core.errors import Conflict, InvalidArgument, TooLarge, Unavailable, Unsupported
 from ..datapart import read_state
 from ..settings import Settings
 from ..update.apply import Device, UpdateError, verify
@@ -72,9 +72,12 @@ class UpdateEndpoint:
             spool = record.directory / "spool"
             if (spool / QUEUED).exists():
                 raise Conflict("an update is already queued for installation")
+            try:  # the device's side first: a device that cannot check a bundle takes none
+                device = Device.read(self._settings.update_certificate, self._settings.update_hwrevision_file)
+            except UpdateError as exc:
+                raise Unavailable(f"cannot check update bundles here: {exc}") from None
             upload = await _receive(request, spool, limit)
             try:
-                device = Device.read(self._settings.update_certificate, self._settings.update_hwrevision_file)
                 bundle = await asyncio.to_thread(verify, upload, device)
             except UpdateError as exc:
                 upload.unlink(missing_ok=True)
