@@ -87,8 +87,13 @@ def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
         assert driver.find_element(By.CSS_SELECTOR, '[data-field="health"]').text == "Ready"
         screenshot(driver, "overview")
 
+        tensor = {"inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32", "data": [0.0] * 192}]}
+        auth = {"Authorization": f"Bearer {server['admin']}"}
+        assert httpx.post(f"{server['base']}/v2/models/mlp/infer", json=tensor, headers=auth).status_code == 200
         driver.find_element(By.LINK_TEXT, "Models").click()
         wait_for(driver, lambda d: states(d) == {"cnn": "READY", "mlp": "READY"})
+        row = 'return [...document.querySelectorAll("#models tr[data-model=mlp] td")].map(td => td.textContent)'
+        wait_for(driver, lambda d: d.execute_script(row)[4:8] == ["onnxruntime", "1", "3", "3.00"])
         screenshot(driver, "models")
         click(driver, '#models tr[data-model="mlp"] button')
         alert = wait_for(driver, lambda d: d.switch_to.alert)

@@ -107,7 +107,9 @@ def models(viewer: Viewer | None) -> str:
     table = (
         '<table id="models"><caption>Every model and version in the repository</caption><thead><tr>'
         '<th scope="col">Model</th><th scope="col">Version</th><th scope="col">State</th>'
-        '<th scope="col">Why</th><th scope="col">Actions</th></tr></thead><tbody></tbody></table>'
+        '<th scope="col">Why</th><th scope="col">Backend</th><th scope="col">Instances</th>'
+        '<th scope="col">Inferences</th><th scope="col">Mean batch</th><th scope="col">Cache hits</th>'
+        '<th scope="col">Actions</th></tr></thead><tbody></tbody></table>'
     )
     return _frame("Models", "models", viewer, table)
 

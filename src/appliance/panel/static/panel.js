@@ -123,20 +123,42 @@ async function act(question, method, path, done, body) {
 }
 
 let shownModels = "";
+const configs = {};  // model -> {backend, instances}, asked once per model (a reload may change them: on refresh)
+
+async function modelConfig(name) {
+  try {
+    const config = await api("GET", `/v2/models/${encodeURIComponent(name)}/config`);
+    const instances = (config.instance_group || []).reduce((n, g) => n + (g.count || 1), 0) || 1;
+    return { backend: config.backend || config.platform || "–", instances };
+  } catch (error) {
+    return { backend: "–", instances: "–" };  // not loaded: no config to read
+  }
+}
 
 async function models() {
-  const rows = await api("POST", "/v2/repository/index", {});
-  const signature = JSON.stringify(rows);
+  const [rows, stats] = await Promise.all([
+    api("POST", "/v2/repository/index", {}), api("GET", "/v2/models/stats").catch(() => ({ model_stats: [] }))]);
+  const ready = new Set(rows.filter(r => r.state === "READY").map(r => r.name));
+  for (const name of ready) configs[name] = await modelConfig(name);
+  const figures = {};
+  for (const m of stats.model_stats || []) figures[`${m.name}/${m.version}`] = m;
+  const signature = JSON.stringify([rows, figures, configs]);
   if (signature === shownModels) return;  // unchanged: keep the rows (and the keyboard focus) as they are
   shownModels = signature;
-  const ready = new Set(rows.filter(r => r.state === "READY").map(r => r.name));
   const shown = new Set();
   const fresh = rows.map(row => {
     const tr = document.createElement("tr");
     tr.dataset.model = row.name;
-    for (const text of [row.name, row.version || "–", row.state || "–", row.reason || ""]) {
+    const f = figures[`${row.name}/${row.version}`];
+    const config = configs[row.name] || { backend: "–", instances: "–" };
+    const hits = f ? f.inference_stats.cache_hit.count : 0;
+    const misses = f ? f.inference_stats.cache_miss.count : 0;
+    for (const text of [row.name, row.version || "–", row.state || "–", row.reason || "", config.backend,
+      config.instances, f ? f.inference_count : "–",
+      f && f.execution_count ? (f.inference_count / f.execution_count).toFixed(2) : "–",
+      hits + misses ? `${(hits / (hits + misses) * 100).toFixed(1)} %` : "–"]) {
       const td = document.createElement("td");
-      td.textContent = text;
+      td.textContent = String(text);
       tr.appendChild(td);
     }
     tr.children[2].dataset.state = row.state || "";
