@@ -288,3 +288,42 @@ def test_timeline_logs_keys_and_the_support_bundle(server: dict[str, Any], tmp_p
         for secret in (admin, server["read"], new_key, admin.rsplit("_", 1)[-1]):
             assert secret.encode() not in text, "a key is in the support bundle"
         assert console_errors(driver) == []
+
+
+def test_an_update_bundle_from_the_panel(demo_repo: Path, server_factory: Any, tmp_path: Path) -> None:
+    """A signed bundle picked in the panel is verified by the service and queued; one signed by another key is
+    refused with the reason, and nothing is queued."""
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from tests.support.swu import MACHINE, make_bundle, make_signer
+
+    ours, theirs = make_signer(tmp_path / "k", "appliance-update"), make_signer(tmp_path / "k", "someone-else")
+    update_dir = tmp_path / "data" / "update"
+    (update_dir / "spool").mkdir(parents=True)
+    (update_dir / "boot.json").write_text(json.dumps({"slot": "a", "action": "keep", "message": "marked good"}))
+    hwrevision = tmp_path / "hwrevision"
+    hwrevision.write_text(f"{MACHINE} 1.0\n")
+    keys = tmp_path / "keys.json"
+    admin = create_key(keys, "admin")
+    env = {"APPLIANCE_UPDATE_DIR": str(update_dir), "APPLIANCE_UPDATE_CERTIFICATE": str(ours.cert),
+           "APPLIANCE_UPDATE_HWREVISION_FILE": str(hwrevision)}  # fmt: skip
+    served = server_factory(demo_repo, "--auth", "true", "--keys-file", str(keys), env=env)
+    rootfs = {"ml-inference-image.rootfs.tar.gz": b"rootfs" * 1000, "tegra-bl.cap": b"capsule" * 100}
+    foreign = make_bundle(tmp_path / "foreign.swu", theirs, rootfs, version="9.9.9")
+    good = make_bundle(tmp_path / "good.swu", ours, rootfs, version="4.2.0")
+    with chromium() as driver:
+        log_in(driver, served.base, admin)
+        driver.find_element(By.LINK_TEXT, "Support").click()
+        wait_for(driver, lambda d: "Running slot A" in d.find_element(By.ID, "update-state").text)
+        for bundle, expect in ((foreign, "signature does not verify"), (good, "4.2.0: verified")):
+            driver.find_element(By.ID, "update-file").send_keys(str(bundle))
+            driver.find_element(By.CSS_SELECTOR, "#update-form button").click()
+            wait_for(driver, lambda d: d.switch_to.alert).accept()
+            wait_for(driver, lambda d, e=expect: e in d.find_element(By.ID, "status").text, timeout=60)
+        assert sorted(p.name for p in (update_dir / "spool").iterdir()) == ["bundle.swu"]
+        wait_for(driver, lambda d: "a bundle is queued" in d.find_element(By.ID, "update-state").text)
+        screenshot(driver, "support-update")
+        # The refused bundle's 400 is the one failed request the browser reports; no script error.
+        assert [e for e in console_errors(driver) if "/v2/update - Failed to load resource" not in e] == []

@@ -181,6 +181,14 @@ def support(viewer: Viewer | None) -> str:
         "timeline, the repository index, each model's configuration, the TensorRT engine manifests and the "
         "device's description.</p>"
         '<p><a class="button" id="bundle" href="/v2/support/bundle" download>Download the support bundle</a></p>'
+        '<section aria-labelledby="h-update"><h2 id="h-update">Software update</h2>'
+        '<p id="update-state">…</p>'
+        '<form id="update-form" class="filters"><label for="update-file">Signed bundle (.swu)</label>'
+        '<input id="update-file" type="file" accept=".swu" required><button type="submit">Verify and install</button>'
+        "</form>"
+        '<table id="update-history"><caption>Updates, newest first</caption><thead><tr><th scope="col">Time</th>'
+        '<th scope="col">Outcome</th><th scope="col">Version</th><th scope="col">What</th></tr></thead>'
+        "<tbody></tbody></table></section>"
     )
     return _frame("Support", "support", viewer, body)
 

@@ -420,6 +420,25 @@ function wire() {
       refresh();
     });
   }
+  const upload = document.getElementById("update-form");
+  if (upload) {
+    upload.addEventListener("submit", async event => {
+      event.preventDefault();
+      const file = document.getElementById("update-file").files[0];
+      if (!file || !window.confirm(`Install ${file.name} into the other slot? The device reboots into it.`)) return;
+      say(`Sending ${file.name} (${bytes(file.size)}) and verifying it…`, false, true);
+      try {
+        const response = await fetch("/v2/update", { method: "POST", credentials: "same-origin", body: file,
+          headers: { "Content-Type": "application/octet-stream", "X-CSRF-Token": csrf } });
+        const doc = await response.json();
+        if (!response.ok) throw new Error(doc.error || `HTTP ${response.status}`);
+        say(`${doc.version}: ${doc.message}`, false, true);
+      } catch (error) {
+        say(error.message, true, true);
+      }
+      refresh();
+    });
+  }
   for (const id of ["tl-model", "log-level", "log-text"]) {
     const input = document.getElementById(id);
     if (input) input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => refresh());
@@ -429,7 +448,28 @@ function wire() {
   }
 }
 
-const pages = { overview, models, routes, timeline, logs, settings };
+async function support() {
+  const update = await api("GET", "/v2/update");
+  const state = document.getElementById("update-state");
+  const form = document.getElementById("update-form");
+  if (!update.enabled) {
+    state.textContent = "Updates are off on this device (no update_dir).";
+    form.hidden = true;
+    return;
+  }
+  form.hidden = !mayAct;
+  const parts = [`Running slot ${update.boot ? update.boot.slot.toUpperCase() : "?"}`];
+  if (update.boot) parts.push(`this boot: ${update.boot.message}`);
+  if (update.pending) parts.push(`waiting: ${update.pending.version} in slot ${update.pending.to_slot.toUpperCase()}` +
+    (update.pending.this_boot ? " (tried at the next reboot)" : ""));
+  if (update.queued) parts.push("a bundle is queued for installation");
+  if (update.data_partition) parts.push(`data partition ${update.data_partition.state}`);
+  state.textContent = parts.join(" · ");
+  fillRows(document.querySelector("#update-history tbody"), [...update.history].reverse().map(h =>
+    [[when(h.time), h.outcome, h.version || "", h.message], { "data-outcome": h.outcome }]));
+}
+
+const pages = { overview, models, routes, timeline, logs, settings, support };
 
 async function refresh() {
   const fill = pages[page];
