@@ -57,8 +57,8 @@ RDEPENDS:${PN} = " \
     python3-ctypes \
     python3-datetime \
     python3-fastapi \
-    python3-html \
     python3-grpcio \
+    python3-html \
     python3-io \
     python3-json \
     python3-logging \
