@@ -6,6 +6,7 @@ reads (held back by TCP while the server's accepted work stays bounded) and one 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -204,10 +205,32 @@ def test_a_message_over_max_request_bytes_closes_the_socket_as_too_big(server: S
     with connect(url(server, BYTES_MODEL), max_size=None, compression=None) as ws:
         ws.send(bytes_body("fits", MAX_REQUEST_BYTES // 2))
         assert receive(ws)["id"] == "fits"
-        ws.send(bytes_body("huge", MAX_REQUEST_BYTES + 1))
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=60)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+    # The server judges a frame by the length in its header and closes at once: a client still writing the
+    # payload may then be reset before it reads the close frame (a race of TCP, seen in a fresh root). So the
+    # oversized frame is announced by its header alone, on a socket of our own, and the answer read.
+    sock = socket.create_connection((server.host, server.http_port), timeout=30)
+    try:
+        path = url(server, BYTES_MODEL).split(server.http_url, 1)[1]
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {server.http_url}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 101"), answer[:200]
+        rest = answer.split(b"\r\n\r\n", 1)[1]
+        # FIN + text frame, masked, 64-bit length: one byte over the limit; no payload follows.
+        sock.sendall(bytes([0x81, 0x80 | 127]) + (MAX_REQUEST_BYTES + 1).to_bytes(8, "big") + os.urandom(4))
+        while len(rest) < 4:
+            chunk = sock.recv(4096)
+            assert chunk, "the server closed the socket without a close frame"
+            rest += chunk
+    finally:
+        sock.close()
+    assert rest[0] == 0x88, rest[:8]  # a close frame
+    assert int.from_bytes(rest[2:4], "big") == 1009  # message too big
 
 
 # -- flow control ----------------------------------------------------------------------------------
