@@ -128,15 +128,11 @@ def test_a_missing_artefact_or_hash_is_refused(tmp_path: Path, keys: tuple[Signe
         verify_bundle(tmp_path / "nohash.swu", keys[0].cert, MACHINE, "1.0")
 
 
-def _swupdate_dry_run(tmp_path: Path) -> tuple[Path, Path]:
-    return swupdate_dry_run(tmp_path)
-
-
 def test_apply_installs_into_the_other_slot_and_records_it_pending(
     tmp_path: Path, keys: tuple[Signer, Signer], device: dict[str, Any]
 ) -> None:
     bundle = make_bundle(tmp_path / "good.swu", keys[0], ROOTFS, version="2.2.0")
-    wrapper, calls = _swupdate_dry_run(tmp_path)
+    wrapper, calls = swupdate_dry_run(tmp_path)
     env = {"FAKE_NVBOOTCTRL_STATE": str(device["state"])}
     common = ["--record", str(device["record"]), "--nvbootctrl", str(FAKE_NVBOOTCTRL)]
     done = cli("update", "apply", str(bundle), "--key", str(device["cert"]), "--hwrevision", str(device["hwrevision"]),
@@ -161,7 +157,7 @@ def test_apply_refuses_before_anything_is_written(
     case: str, tmp_path: Path, keys: tuple[Signer, Signer], device: dict[str, Any]
 ) -> None:
     bundle = BAD[case][0](tmp_path, keys)
-    wrapper, calls = _swupdate_dry_run(tmp_path)
+    wrapper, calls = swupdate_dry_run(tmp_path)
     env = {"FAKE_NVBOOTCTRL_STATE": str(device["state"])}
     done = cli("update", "apply", str(bundle), "--key", str(device["cert"]), "--hwrevision", str(device["hwrevision"]),
                "--swupdate", str(wrapper), "--record", str(device["record"]), "--nvbootctrl", str(FAKE_NVBOOTCTRL),

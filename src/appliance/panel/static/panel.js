@@ -123,7 +123,7 @@ async function act(question, method, path, done, body) {
 }
 
 let shownModels = "";
-const configs = {};  // model -> {backend, instances}, asked once per model (a reload may change them: on refresh)
+const configs = {};  // model -> {backend, instances}, read again at every refresh (a reload may change them)
 
 async function modelConfig(name) {
   try {
@@ -139,7 +139,8 @@ async function models() {
   const [rows, stats] = await Promise.all([
     api("POST", "/v2/repository/index", {}), api("GET", "/v2/models/stats").catch(() => ({ model_stats: [] }))]);
   const ready = new Set(rows.filter(r => r.state === "READY").map(r => r.name));
-  for (const name of ready) configs[name] = await modelConfig(name);
+  const read = await Promise.all([...ready].map(name => modelConfig(name)));
+  [...ready].forEach((name, i) => { configs[name] = read[i]; });
   const figures = {};
   for (const m of stats.model_stats || []) figures[`${m.name}/${m.version}`] = m;
   const signature = JSON.stringify([rows, figures, configs]);
