@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from appliance.core.auth.keys import split_key
 from tests.support.autoscaler import create_key
 from tests.support.browser import chromium, screenshot
 
@@ -285,7 +286,9 @@ def test_timeline_logs_keys_and_the_support_bundle(server: dict[str, Any], tmp_p
             names = tar.getnames()
             text = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
         assert "appliance-support/settings.json" in names and "appliance-support/logs/service.log" in names
-        for secret in (admin, server["read"], new_key, admin.rsplit("_", 1)[-1]):
+        admin_secret = split_key(admin)
+        assert admin_secret is not None
+        for secret in (admin, server["read"], new_key, admin_secret[1]):
             assert secret.encode() not in text, "a key is in the support bundle"
         assert console_errors(driver) == []
 
