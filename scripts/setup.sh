@@ -5,7 +5,8 @@
 #                               OpenTelemetry (the tracing extra), ...,
 #                               and Debian's redis-server, which the Redis response cache tests start themselves,
 #                               and swupdate, which checks the update bundles the update tests make,
-#                               and nginx, nft, visudo/sudo and sshd, which check the image's configuration files)
+#                               and nginx, nft, visudo/sudo and sshd, which check the image's configuration files,
+#                               and systemd-journal-remote, which writes the journal files the Logs tests read)
 # Installs Debian packages with apt-get when run as root on Debian and something is missing; Debian's
 # Python refuses pip outside a virtual environment (PEP 668), so everything goes into .venv.
 set -euo pipefail
@@ -20,6 +21,9 @@ if [ "$extras" = "test" ]; then
     # (tests/test_proxy_config.py, test_firewall.py, test_engineer_access.py); ping crosses the firewall test's
     # namespaces, and sudo resolves systemctl and journalctl from systemd.
     apt_pkgs+=(nginx nftables sudo openssh-server iputils-ping systemd)
+    # The journal the panel's Logs page reads by unit: real journal files, written by systemd's own
+    # journal-remote from entries the test makes, read by the real journalctl (tests/test_unit_logs.py).
+    apt_pkgs+=(systemd-journal-remote)
 fi
 if command -v dpkg >/dev/null 2>&1; then
     for pkg in "${apt_pkgs[@]}"; do

@@ -24,12 +24,13 @@ ALLOWED: dict[str, set[str] | None] = {
     "settings": set(),
     "demo": set(),
     "reference_triton": set(),
-    "systemd": set(),  # the notify protocol; the server uses it
+    "systemd": set(),  # the notify protocol (the server's), units' states and journals (the panel's, via rest)
     "core": {"appliance", "settings"},
     "optimize": {"appliance", "core"},
     "backends": {"core", "optimize"},
     "device": set(),  # reads the device; the server wires it in, the core never sees it
-    "rest": {"appliance", "core", "device", "settings", "update", "datapart", "panel"},  # /v2/update, /admin
+    # /v2/update, /admin, /v2/units and /v2/logs?unit= (systemd), /v2/engines (the engines' manifests: optimize)
+    "rest": {"appliance", "core", "device", "settings", "update", "datapart", "panel", "systemd", "optimize"},
     "grpc": {"core"},
     "tracing": {"appliance", "core"},  # the server hands it to the core, which never imports it
     "scaling": {"core"},  # the autoscaler daemon: the service's decision type and file helpers, nothing else

@@ -27,7 +27,7 @@ from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
 from .rest.app import create_app
 from .settings import Settings
-from .systemd import Notifier
+from .systemd.notify import Notifier
 from .tracing import Tracing
 from .tracing import setup as setup_tracing
 

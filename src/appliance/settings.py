@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,21 @@ from pydantic_settings import (
 )
 
 ENV_PREFIX = "APPLIANCE_"
+#: A systemd unit name (no globs, no paths): what ``systemd_units`` may hold.
+UNIT_NAME = re.compile(r"[A-Za-z0-9:_.\\@-]{1,200}\.(service|socket|timer|path|mount|target)")
+#: The units of the appliance, as the image names them: the default of ``systemd_units``.
+APPLIANCE_UNITS = (
+    "appliance.service",
+    "tritonserver.service",
+    "appliance-engines.service",
+    "appliance-engines-rebuild.service",
+    "appliance-autoscaler.service",
+    "nginx.service",
+    "appliance-firewall.service",
+    "appliance-data-prepare.service",
+    "appliance-update-confirm.service",
+    "appliance-tls-cert.service",
+)
 CONFIG_ENV = "APPLIANCE_CONFIG"
 
 
@@ -385,6 +401,22 @@ class Settings(BaseSettings):
 
     os_release_path: Path = Path("/etc/os-release")
     """Where the image records ``BUILD_ID``."""
+
+    systemd_units: list[str] = Field(default_factory=lambda: list(APPLIANCE_UNITS))
+    """The systemd units whose state ``GET /v2/units`` reports (the panel's Overview) and whose journal
+    ``GET /v2/logs?unit=`` reads: the appliance's own. No other unit is read."""
+
+    @field_validator("systemd_units")
+    @classmethod
+    def _check_units(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not UNIT_NAME.fullmatch(name):
+                raise ValueError(f"'{name}' is not a systemd unit name (such as appliance.service)")
+        return value
+
+    journal_directory: Path | None = None
+    """Where ``GET /v2/logs?unit=`` reads the journal: unset, the system journal (``appliance.service`` has the
+    ``systemd-journal`` group for it); a folder, the journal files in it (a journal copied off a device)."""
 
     log_level: str = "info"
     """Log level: debug, info, warning or error."""

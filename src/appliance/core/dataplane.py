@@ -32,6 +32,7 @@ from .routes import RouteTable
 from .shared_memory import SharedMemoryRegistry, cuda_unsupported, require_local_client
 from .stats import Metrics
 from .types import InferRequest, InferResponse, InputTensor, RequestTracer
+from .warmup import WarmUpReport, warm_up_now
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,16 @@ class DataPlane:
         if name in self.routes:
             raise InvalidArgument(f"'{name}' is a route: park the models of its arms")
         await self.repository.park(name)
+
+    async def warm_up(self, name: str, version: str = "") -> WarmUpReport:
+        """Run a loaded model's warm-up samples now, timed (:mod:`.warmup`); a parked model loads first."""
+        if name in self.routes:
+            raise InvalidArgument(f"'{name}' is a route: warm up the models of its arms")
+        try:
+            served = self.repository.get(name, version)
+        except Parked:
+            served = await self._wake(name, version)
+        return await warm_up_now(served, self.settings.model_repository / name)
 
     async def unload_model(self, name: str) -> None:
         self._check_explicit("unload")

@@ -103,7 +103,15 @@ def overview(viewer: Viewer | None) -> str:
         '<figure><figcaption>GPU load</figcaption><svg data-chart="gpu_load" role="img" '
         'aria-label="GPU load, last hour"></svg></figure></section>'
     )
-    return _frame("Overview", "overview", viewer, f'<div class="tiles">{tiles}</div>{charts}')
+    units = (
+        '<section aria-labelledby="h-units"><h2 id="h-units">Units</h2>'
+        '<p id="units-error" class="error" hidden></p>'
+        '<table id="units"><caption>The appliance\'s systemd units: state, since when, restarts, memory</caption>'
+        '<thead><tr><th scope="col">Unit</th><th scope="col">State</th><th scope="col">Since</th>'
+        '<th scope="col">Restarts</th><th scope="col">Memory</th><th scope="col">What</th></tr></thead>'
+        "<tbody></tbody></table></section>"
+    )
+    return _frame("Overview", "overview", viewer, f'<div class="tiles">{tiles}</div>{charts}{units}')
 
 
 def models(viewer: Viewer | None) -> str:
@@ -114,7 +122,15 @@ def models(viewer: Viewer | None) -> str:
         '<th scope="col">Inferences</th><th scope="col">Mean batch</th><th scope="col">Cache hits</th>'
         '<th scope="col">Actions</th></tr></thead><tbody></tbody></table>'
     )
-    return _frame("Models", "models", viewer, table)
+    engines = (
+        '<section aria-labelledby="h-engines"><h2 id="h-engines">TensorRT engines</h2>'
+        '<p id="engines-device"></p>'
+        '<table id="engines"><caption>Each engine\'s manifest, checked against its files and this device</caption>'
+        '<thead><tr><th scope="col">Model</th><th scope="col">Version</th><th scope="col">Precision</th>'
+        '<th scope="col">Built for</th><th scope="col">Built</th><th scope="col">Served on</th>'
+        '<th scope="col">Check</th></tr></thead><tbody></tbody></table></section>'
+    )
+    return _frame("Models", "models", viewer, table + engines)
 
 
 def routes(viewer: Viewer | None) -> str:
@@ -145,12 +161,15 @@ def timeline(viewer: Viewer | None) -> str:
 def logs(viewer: Viewer | None) -> str:
     body = (
         '<form class="filters" id="log-filter">'
+        '<label for="log-unit">Log of</label><select id="log-unit"><option value="">the service</option></select>'
         '<label for="log-level">Level</label><select id="log-level">'
         + "".join(f'<option value="{lv}">{lv.lower()}</option>' for lv in ("INFO", "WARNING", "ERROR", "DEBUG"))
         + '</select><label for="log-text">Containing (a model, a word)</label>'
         '<input id="log-text" type="search"></form>'
         '<pre id="log-lines" aria-live="off" tabindex="0"></pre>'
-        '<p class="hint">The service\'s own log (the journal of appliance.service has the same lines).</p>'
+        '<p id="log-error" class="error" hidden></p>'
+        "<p class=\"hint\">The service's own log lines, or a unit's journal (appliance.service's has the "
+        "service's lines and anything else it wrote, such as a crash).</p>"
     )
     return _frame("Logs", "logs", viewer, body)
 

@@ -26,6 +26,7 @@ from .auth import AuditEndpoint, guarded, guarded_endpoint
 from .autoscaler import AutoscalerEndpoint
 from .device import DeviceEndpoint
 from .endpoints import Endpoints
+from .engines import EnginesEndpoint
 from .history import HistoryEndpoint
 from .keys import KeysEndpoint
 from .panel import PanelEndpoint
@@ -114,6 +115,7 @@ def routes(
     support = support or SupportEndpoint(endpoints.dataplane, None, None)
     keys = KeysEndpoint(guard)
     update = UpdateEndpoint(endpoints.dataplane.settings)
+    engines = EnginesEndpoint(endpoints.dataplane.settings)
     device = device or DeviceEndpoint(None)
     version = "/v2/models/{model}/versions/{version}"
     system, cuda = "/v2/systemsharedmemory", "/v2/cudasharedmemory"
@@ -176,6 +178,8 @@ def routes(
         post("/v2/repository/models/{model}/unload", e.repository_unload, op.REPOSITORY_UNLOAD, "repository", "Unload"),
         post("/v2/repository/models/{model}/instances", e.model_instances, op.MODEL_INSTANCES, "repository", "Count"),
         post("/v2/repository/models/{model}/park", e.model_park, op.MODEL_PARK, "repository", "Unload until needed"),
+        post("/v2/repository/models/{model}/warmup", e.model_warmup, op.MODEL_WARMUP, "repository", "Warm up, timed"),
+        get("/v2/engines", engines.engines, op.ENGINES_READ, "repository", "Engine manifests, checked here"),
         get("/v2/routes", e.routes, op.ROUTES_READ, "routes", "Every route, with its arms' figures and decisions"),
         get("/v2/routes/{name}", e.route, op.ROUTES_READ, "routes", "One route"),
         route("PUT", "/v2/routes/{name}", e.route_declare, op.ROUTE_DECLARE, tags=["routes"], summary="Declare"),
@@ -192,7 +196,8 @@ def routes(
         route("DELETE", "/v2/keys/{name}", keys.revoke, op.KEY_REVOKE, tags=["keys"], summary="Revoke"),
         get("/v2/settings", support.settings, op.SETTINGS_READ, "support", "The effective settings, secrets masked"),
         get("/v2/support/bundle", support.bundle, op.SUPPORT_BUNDLE, "support", "A support archive (.tar.gz)"),
-        get("/v2/logs", support.logs, op.LOGS_READ, "support", "The service's newest log lines, filtered"),
+        get("/v2/logs", support.logs, op.LOGS_READ, "support", "Newest log lines, the service's or a unit's"),
+        get("/v2/units", support.unit_states, op.UNITS_READ, "support", "The state of the appliance's units"),
         get("/v2/update", update.status, op.UPDATE_READ, "update", "Boot slot, pending update, outcomes"),
         post("/v2/update", update.apply, op.UPDATE_APPLY, "update", "Verify and queue a signed .swu bundle"),
         get(f"{system}/status", e.system_shared_memory_status, op.SHARED_MEMORY_STATUS, shm, "Every region"),

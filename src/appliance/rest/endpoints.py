@@ -347,6 +347,15 @@ class Endpoints:
         await self._dp.park_model(model)
         return JSONResponse({"model": model, "parked": True})
 
+    async def model_warmup(self, model: str, request: Request) -> Response:
+        """``{"version": "2"}`` (optional): run the model's warm-up samples now, through the scheduler, timed."""
+        doc = await self._json_body(request)
+        version = doc.get("version", "")
+        if not isinstance(version, str):
+            raise InvalidArgument(f"'version' must be a string, got {json.dumps(version)[:40]}")
+        report = await self._dp.warm_up(model, version)
+        return JSONResponse(report.to_json())
+
     async def repository_unload(self, model: str, request: Request) -> Response:
         await self._json_body(request)
         await self._dp.unload_model(model)

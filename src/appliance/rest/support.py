@@ -23,21 +23,31 @@ from ..core.dataplane import DataPlane
 from ..core.errors import InvalidArgument
 from ..core.logbuffer import LEVELS, RecentLogs
 from ..device.metrics import DeviceMetrics
+from ..systemd.journal import Journal, JournalError
+from ..systemd.units import Units
 from .encode import model_statistics_json, repository_index_json, server_metadata_json
 
 MAX_FILE_BYTES = 1024 * 1024  # a config or manifest larger than this is cut (and says so)
 AUDIT_ENTRIES = 1000
+JOURNAL_LINES = 2000  # of each unit, in the bundle
 
 
 class SupportEndpoint:
     def __init__(self, dataplane: DataPlane, device: DeviceMetrics | None, logs: RecentLogs | None) -> None:
         self._dp, self._device, self._logs = dataplane, device, logs
+        self.units = Units(dataplane.settings.systemd_units)
+        self.journal = Journal(dataplane.settings.journal_directory)
+
+    async def unit_states(self) -> dict[str, Any]:
+        """The state of the appliance's systemd units (``systemd_units``), or why systemd cannot say."""
+        return (await self.units.report()).to_json()
 
     async def logs(
-        self, level: str = "INFO", contains: str = "", since: str = "", limit: str = "500"
+        self, level: str = "INFO", contains: str = "", since: str = "", limit: str = "500", unit: str = ""
     ) -> dict[str, Any]:
-        """The service's newest log lines (``?level=WARNING``, ``?contains=mlp``, ``?since=EPOCH``,
-        ``?limit=N``), oldest first: what the panel's Logs page tails."""
+        """The newest log lines (``?level=WARNING``, ``?contains=mlp``, ``?since=EPOCH``, ``?limit=N``), oldest
+        first: the service's own, or with ``?unit=nginx.service`` that unit's journal (one of ``systemd_units``).
+        What the panel's Logs page tails."""
         level = level.upper()
         if level not in LEVELS:
             raise InvalidArgument(f"'level' must be one of {', '.join(LEVELS)}, got '{level[:16]}'")
@@ -47,8 +57,17 @@ class SupportEndpoint:
             after = float(since) if since else 0.0
         except ValueError:
             raise InvalidArgument(f"'since' must be seconds since the epoch, got '{since[:32]}'") from None
+        if unit:
+            if unit not in self.units.names:
+                names = ", ".join(self.units.names) or "none (systemd_units is empty)"
+                raise InvalidArgument(f"'unit' must be one of the appliance's units: {names}; got '{unit[:64]}'")
+            try:
+                read = await self.journal.recent(unit, level, contains[:200], after, int(limit))
+            except JournalError as exc:
+                return {"lines": [], "error": str(exc)}
+            return {"lines": [line.to_json() for line in read], "error": ""}
         lines = self._logs.recent(level, contains[:200], after, int(limit)) if self._logs is not None else []
-        return {"lines": [line.to_json() for line in lines]}
+        return {"lines": [line.to_json() for line in lines], "error": ""}
 
     async def settings(self) -> dict[str, Any]:
         """The effective settings, secrets masked."""
@@ -74,6 +93,19 @@ class SupportEndpoint:
             put("device.json", self._device.sample().to_json())
         lines = self._logs.lines() if self._logs is not None else []
         members["logs/service.log"] = ("\n".join(lines) + "\n").encode()
+        units = await self.units.report()
+        put("units.json", units.to_json())
+        absent = {u.name for u in units.units if u.load == "not-found"}
+        for name in self.units.names:
+            if name in absent:
+                continue
+            try:
+                read = await self.journal.recent(name, "DEBUG", "", 0.0, JOURNAL_LINES)
+            except JournalError as exc:
+                members[f"logs/{name}.log"] = f"({exc})\n".encode()
+                continue
+            if read:
+                members[f"logs/{name}.log"] = ("\n".join(line.text for line in read) + "\n").encode()
         put("repository/index.json", repository_index_json(dp.repository_index()))
         root = dp.settings.model_repository
         for name in dp.repository.names_on_disk():

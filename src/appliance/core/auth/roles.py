@@ -46,6 +46,8 @@ class Operation(enum.Enum):
     REPOSITORY_UNLOAD = "repository_unload"
     MODEL_INSTANCES = "model_instances"  # the autoscaler's lever
     MODEL_PARK = "model_park"  # the autoscaler's memory lever: unload until the next request
+    MODEL_WARMUP = "model_warmup"  # run a model's warm-up samples now, timed
+    ENGINES_READ = "engines_read"  # GET /v2/engines: the TensorRT engine manifests, checked against this device
     INFER = "infer"
     SHARED_MEMORY_STATUS = "shared_memory_status"
     SHARED_MEMORY_REGISTER = "shared_memory_register"
@@ -68,6 +70,7 @@ class Operation(enum.Enum):
     PANEL_VIEW = "panel_view"  # the admin panel's pages (a read key sees them read-only)
     UPDATE_READ = "update_read"  # GET /v2/update: slots, pending update, outcomes, data partition
     UPDATE_APPLY = "update_apply"  # POST /v2/update: a signed bundle, verified and queued
+    UNITS_READ = "units_read"  # GET /v2/units: the state of the appliance's systemd units
 
     @property
     def required(self) -> Role | None:
@@ -94,6 +97,8 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.DEVICE_READ: Role.READ,
     Operation.AUTOSCALER_READ: Role.READ,
     Operation.HISTORY_READ: Role.READ,
+    Operation.UNITS_READ: Role.READ,
+    Operation.ENGINES_READ: Role.READ,
     Operation.INFER: Role.INFER,
     Operation.SHARED_MEMORY_REGISTER: Role.INFER,
     Operation.SHARED_MEMORY_UNREGISTER: Role.INFER,
@@ -101,6 +106,7 @@ REQUIRED: dict[Operation, Role | None] = {
     Operation.REPOSITORY_UNLOAD: Role.ADMIN,
     Operation.MODEL_INSTANCES: Role.ADMIN,
     Operation.MODEL_PARK: Role.ADMIN,
+    Operation.MODEL_WARMUP: Role.ADMIN,
     Operation.AUTOSCALER_REPORT: Role.ADMIN,
     Operation.SETTINGS_READ: Role.ADMIN,
     Operation.SUPPORT_BUNDLE: Role.ADMIN,

@@ -73,13 +73,14 @@ function chart(svg, values) {
 }
 
 async function overview() {
-  const [ready, meta, index, history, device, update] = await Promise.all([
+  const [ready, meta, index, history, device, update, units] = await Promise.all([
     fetch("/v2/health/ready").then(r => r.ok),
     api("GET", "/v2"),
     api("POST", "/v2/repository/index", {}),
     api("GET", "/v2/history"),
     api("GET", "/v2/device").catch(() => null),
     api("GET", "/v2/update").catch(() => null),
+    api("GET", "/v2/units").catch(error => ({ units: [], error: error.message })),
   ]);
   set("health", ready ? "Ready" : "Not ready");
   set("models", `${index.filter(r => r.state === "READY").length} of ${index.length}`);
@@ -101,6 +102,16 @@ async function overview() {
   set("slot", update && update.boot ? update.boot.slot.toUpperCase() : "–");
   const series = { request_rate: rates, p99_ms: p99, gpu_load: dev.gpu_load || [] };
   for (const svg of document.querySelectorAll("svg[data-chart]")) chart(svg, series[svg.dataset.chart] || []);
+  const problem = document.getElementById("units-error");
+  problem.textContent = units.error;
+  problem.hidden = !units.error;
+  fillRows(document.querySelector("#units tbody"), units.units.map(u => {
+    const state = u.sub ? `${u.active} (${u.sub})` : u.active;
+    const what = u.load === "not-found" ? "not in this image" : [u.description, u.result && u.result !== "success"
+      ? `last result: ${u.result}` : "", u.enabled ? `${u.enabled} at boot` : ""].filter(Boolean).join(" · ");
+    return [[u.name, state, u.since ? when(u.since) : "–", u.restarts ?? "–", bytes(u.memory_bytes), what],
+      { "data-unit": u.name, "data-active": u.active }];
+  }));
 }
 
 function button(label, action) {
@@ -136,6 +147,10 @@ async function modelConfig(name) {
 }
 
 async function models() {
+  await Promise.all([modelRows(), engines()]);
+}
+
+async function modelRows() {
   const [rows, stats] = await Promise.all([
     api("POST", "/v2/repository/index", {}), api("GET", "/v2/models/stats").catch(() => ({ model_stats: [] }))]);
   const ready = new Set(rows.filter(r => r.state === "READY").map(r => r.name));
@@ -167,15 +182,47 @@ async function models() {
     if (mayAct && !shown.has(row.name)) {  // one set of actions per model, on its first row
       shown.add(row.name);
       const path = `/v2/repository/models/${encodeURIComponent(row.name)}`;
-      actions.appendChild(ready.has(row.name)
-        ? button("Unload", () => act(`Unload ${row.name}? Its requests fail until it is loaded again.`,
-          "POST", `${path}/unload`, `${row.name} unloaded`))
-        : button("Load", () => act(`Load ${row.name}?`, "POST", `${path}/load`, `${row.name} loaded`)));
+      if (ready.has(row.name)) {
+        actions.appendChild(button("Warm up", () => warmUp(row.name)));
+        actions.appendChild(button("Unload", () => act(`Unload ${row.name}? Its requests fail until it is loaded again.`,
+          "POST", `${path}/unload`, `${row.name} unloaded`)));
+      } else {
+        actions.appendChild(button("Load", () => act(`Load ${row.name}?`, "POST", `${path}/load`, `${row.name} loaded`)));
+      }
     }
     tr.appendChild(actions);
     return tr;
   });
   document.querySelector("#models tbody").replaceChildren(...fresh);
+}
+
+async function warmUp(name) {  // no confirmation: it changes nothing, it only runs the model
+  say(`Warming ${name} up…`, false, true);
+  try {
+    const doc = await api("POST", `/v2/repository/models/${encodeURIComponent(name)}/warmup`, {});
+    const parts = doc.samples.map(s => s.error ? `${s.name}: failed, ${s.error}`
+      : `${s.name} ×${s.runs}: mean ${fixed(s.mean_ms, 2)} ms, max ${fixed(s.max_ms, 2)} ms`);
+    say(`${name} version ${doc.version} warmed up: ${parts.join("; ")}`, doc.samples.some(s => s.error), true);
+  } catch (error) {
+    say(error.message, true, true);
+  }
+}
+
+const SERVED_ON = { "tensorrt": "TensorRT", "onnxruntime-fallback": "ONNX Runtime (fell back)",
+  "onnxruntime-deferred": "ONNX Runtime until rebuilt" };
+
+async function engines() {
+  const doc = await api("GET", "/v2/engines");
+  const d = doc.device;
+  document.getElementById("engines-device").textContent = d.error ? `This device: ${d.error}` :
+    `This device: TensorRT ${d.tensorrt_version || "(none)"}, GPU ${d.gpu_name || "(unknown)"}` +
+    `${d.compute_capability ? ` (compute ${d.compute_capability})` : ""}, ${d.dla_cores} DLA cores` +
+    `${d.l4t_release ? `, L4T ${d.l4t_release}` : ""}`;
+  fillRows(document.querySelector("#engines tbody"), doc.engines.length ? doc.engines.map(e => [[e.model, e.version,
+    e.precision || "–", e.error ? "–" : `TensorRT ${e.tensorrt_version}, ${e.gpu_name} (${e.compute_capability})`,
+    e.created ? when(e.created) : "–", SERVED_ON[e.serving] || e.serving,
+    e.error || (e.matches ? "matches" : e.differences.join("; "))],
+  { "data-model": e.model, "data-matches": String(e.matches) }]) : [["No model has a TensorRT engine.", "", "", "", "", "", ""]]);
 }
 
 function el(tag, text, attrs) {
@@ -369,10 +416,23 @@ async function timeline() {
     [[when(e.time), e.kind, e.model || "device", e.detail], { "data-kind": e.kind }]));
 }
 
+let unitsListed = false;
+
 async function logs() {
+  const select = document.getElementById("log-unit");
+  if (!unitsListed) {
+    const units = await api("GET", "/v2/units");
+    select.append(...units.units.filter(u => u.load !== "not-found").map(u => el("option", u.name, { value: u.name })));
+    unitsListed = true;
+  }
+  const unit = select.value;
   const level = document.getElementById("log-level").value;
   const text = document.getElementById("log-text").value;
-  const doc = await api("GET", `/v2/logs?level=${level}&contains=${encodeURIComponent(text)}&limit=500`);
+  const doc = await api("GET", `/v2/logs?level=${level}&contains=${encodeURIComponent(text)}&limit=500` +
+    (unit ? `&unit=${encodeURIComponent(unit)}` : ""));
+  const problem = document.getElementById("log-error");
+  problem.textContent = doc.error || "";
+  problem.hidden = !doc.error;
   const pre = document.getElementById("log-lines");
   const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
   pre.textContent = doc.lines.map(l => l.text).join("\n");
@@ -440,7 +500,7 @@ function wire() {
       refresh();
     });
   }
-  for (const id of ["tl-model", "log-level", "log-text"]) {
+  for (const id of ["tl-model", "log-unit", "log-level", "log-text"]) {
     const input = document.getElementById(id);
     if (input) input.addEventListener(input.tagName === "SELECT" ? "change" : "input", () => refresh());
   }
