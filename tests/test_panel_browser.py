@@ -4,6 +4,8 @@ console free of errors (a CSP violation would show there). Screenshots of each p
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +13,37 @@ import httpx
 import pytest
 
 from appliance.core.auth.keys import split_key
+from appliance.settings import APPLIANCE_UNITS
 from tests.support.autoscaler import create_key
 from tests.support.browser import chromium, screenshot
+from tests.support.engines import fake_orin_root, write_engine
+from tests.support.fake_jetson_sysfs import AGX_ORIN, write_fake_jetson
+from tests.support.journal import write_journal
 
 
 @pytest.fixture
 def server(demo_repo: Path, server_factory: Any, tmp_path: Path) -> dict[str, Any]:
+    """The demo models (mlp with a TensorRT engine manifest, for a FAKE AGX Orin) and a journal of the units."""
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_repo, repo)
+    write_engine(repo / "mlp" / "1")
+    device = fake_orin_root(write_fake_jetson(tmp_path / "FAKE-agx-orin", AGX_ORIN))
+    now = time.time()
+    journal = write_journal(
+        tmp_path / "FAKE-device-journal",
+        [
+            {"__REALTIME_TIMESTAMP": str(int((now - 60 + i) * 1e6)), "_SYSTEMD_UNIT": "nginx.service",
+             "SYSLOG_IDENTIFIER": "nginx", "PRIORITY": str(priority), "MESSAGE": message}
+            for i, (priority, message) in enumerate([(6, "start worker process 812"), (3, "upstream refused: mlp")])
+        ],
+    )  # fmt: skip
     keys = tmp_path / "keys.json"
     admin, read = create_key(keys, "admin"), create_key(keys, "read")
     served = server_factory(
-        demo_repo, "--auth", "true", "--keys-file", str(keys), "--model-control-mode", "explicit", "--load-model", "*"
+        repo,
+        *("--auth", "true", "--keys-file", str(keys), "--model-control-mode", "explicit", "--load-model", "*"),
+        *("--device-root", str(device)),
+        env={"APPLIANCE_JOURNAL_DIRECTORY": str(journal)},
     )
     return {"base": served.base, "admin": admin, "read": read}
 
@@ -69,6 +92,13 @@ def click(driver: Any, css: str) -> None:
     wait_for(driver, clicked)
 
 
+def d_text(driver: Any, element_id: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    text: str = driver.find_element(By.ID, element_id).text
+    return text
+
+
 def console_errors(driver: Any) -> list[str]:
     try:
         return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
@@ -86,6 +116,12 @@ def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
         log_in(driver, server["base"], server["admin"])
         wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-field="models"]').text == "2 of 2")
         assert driver.find_element(By.CSS_SELECTOR, '[data-field="health"]').text == "Ready"
+        # the appliance's units, each with its state; where systemd does not run (this machine), the reason
+        units = "return [...document.querySelectorAll('#units tbody tr')].map(r => r.dataset.unit)"
+        wait_for(driver, lambda d: d.execute_script(units) == list(APPLIANCE_UNITS))
+        if not Path("/run/systemd/system").is_dir():
+            problem = driver.find_element(By.ID, "units-error")
+            assert problem.is_displayed() and problem.text.startswith("systemd is not reachable: ")
         screenshot(driver, "overview")
 
         tensor = {"inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32", "data": [0.0] * 192}]}
@@ -95,15 +131,23 @@ def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
         wait_for(driver, lambda d: states(d) == {"cnn": "READY", "mlp": "READY"})
         row = 'return [...document.querySelectorAll("#models tr[data-model=mlp] td")].map(td => td.textContent)'
         wait_for(driver, lambda d: d.execute_script(row)[4:8] == ["onnxruntime", "1", "3", "3.00"])
+        # the engine's manifest, checked against this (FAKE) device
+        engine = 'return [...document.querySelectorAll("#engines tr[data-model=mlp] td")].map(td => td.textContent)'
+        wait_for(driver, lambda d: d.execute_script(engine)[-1:] == ["matches"])
+        assert d_text(driver, "engines-device").startswith("This device: TensorRT 10.3.0, GPU Orin (nvgpu)")
         screenshot(driver, "models")
-        click(driver, '#models tr[data-model="mlp"] button')
+        # warm up: no confirmation (nothing changes); the status says how long each sample took
+        click(driver, '#models tr[data-model="mlp"] button[data-action="Warm up"]')
+        wait_for(driver, lambda d: "mlp version 1 warmed up: zeros ×1: mean " in d_text(d, "status"))
+        wait_for(driver, lambda d: d.execute_script(row)[6] == "4")  # it ran as a request
+        click(driver, '#models tr[data-model="mlp"] button[data-action="Unload"]')
         alert = wait_for(driver, lambda d: d.switch_to.alert)
         assert "Unload mlp?" in alert.text
         alert.accept()
         wait_for(driver, lambda d: states(d).get("mlp") == "UNAVAILABLE")
         assert "mlp unloaded" in driver.find_element(By.ID, "status").text
         screenshot(driver, "models-unloaded")
-        click(driver, '#models tr[data-model="mlp"] button')
+        click(driver, '#models tr[data-model="mlp"] button[data-action="Load"]')
         wait_for(driver, lambda d: d.switch_to.alert).accept()
         wait_for(driver, lambda d: states(d).get("mlp") == "READY")
         assert console_errors(driver) == []
@@ -229,7 +273,6 @@ def test_change_a_routes_weights_then_run_and_roll_back_a_canary(routes_server: 
 
 def test_timeline_logs_keys_and_the_support_bundle(server: dict[str, Any], tmp_path: Path) -> None:
     import tarfile
-    import time
 
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -249,6 +292,11 @@ def test_timeline_logs_keys_and_the_support_bundle(server: dict[str, Any], tmp_p
         wait_for(driver, lambda d: "model 'mlp' unloaded" in d.find_element(By.ID, "log-lines").text)
         Select(driver.find_element(By.ID, "log-level")).select_by_value("ERROR")
         wait_for(driver, lambda d: "model 'mlp' unloaded" not in d.find_element(By.ID, "log-lines").text)
+        # another unit's journal (the real journalctl, on journal files of the units)
+        Select(driver.find_element(By.ID, "log-unit")).select_by_value("nginx.service")
+        wait_for(driver, lambda d: d.find_element(By.ID, "log-lines").text.endswith("nginx: upstream refused: mlp"))
+        Select(driver.find_element(By.ID, "log-level")).select_by_value("INFO")
+        wait_for(driver, lambda d: "nginx: start worker process 812" in d.find_element(By.ID, "log-lines").text)
         screenshot(driver, "logs")
 
         # Timeline: the unload and the load of mlp, against its figures.

@@ -118,6 +118,7 @@ function button(label, action) {
   const b = document.createElement("button");
   b.type = "button";
   b.textContent = label;
+  b.dataset.action = label;
   b.addEventListener("click", action);
   return b;
 }
@@ -208,7 +209,7 @@ async function warmUp(name) {  // no confirmation: it changes nothing, it only r
   }
 }
 
-const SERVED_ON = { "tensorrt": "TensorRT", "onnxruntime-fallback": "ONNX Runtime (fell back)",
+const SERVED_ON = { "tensorrt": "TensorRT", "onnxruntime": "ONNX Runtime", "onnxruntime-fallback": "ONNX Runtime (fell back)",
   "onnxruntime-deferred": "ONNX Runtime until rebuilt" };
 
 async function engines() {
