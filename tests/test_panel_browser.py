@@ -116,6 +116,14 @@ def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
         log_in(driver, server["base"], server["admin"])
         wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-field="models"]').text == "2 of 2")
         assert driver.find_element(By.CSS_SELECTOR, '[data-field="health"]').text == "Ready"
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, '[data-field="uptime"]').text == "4 d 3 h")
+        tiles = (
+            "return Object.fromEntries([...document.querySelectorAll('[data-field]')]"
+            ".map(n => [n.dataset.field, n.textContent]))"
+        )
+        shown = driver.execute_script(tiles)  # the FAKE AGX Orin's live figures
+        assert (shown["power_mode"], shown["gpu_load"], shown["temperature_c"]) == ("MODE_50W", "45 %", "99.5")
+        assert shown["memory"] == "14.3 GiB" and shown["board_power_w"] != "–"
         # the appliance's units, each with its state; where systemd does not run (this machine), the reason
         units = "return [...document.querySelectorAll('#units tbody tr')].map(r => r.dataset.unit)"
         wait_for(driver, lambda d: d.execute_script(units) == list(APPLIANCE_UNITS))
@@ -123,6 +131,8 @@ def test_log_in_see_the_models_unload_and_load(server: dict[str, Any]) -> None:
             problem = driver.find_element(By.ID, "units-error")
             assert problem.is_displayed() and problem.text.startswith("systemd is not reachable: ")
         screenshot(driver, "overview")
+        driver.execute_script("document.getElementById('h-units').scrollIntoView()")
+        screenshot(driver, "overview-units")
 
         tensor = {"inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32", "data": [0.0] * 192}]}
         auth = {"Authorization": f"Bearer {server['admin']}"}

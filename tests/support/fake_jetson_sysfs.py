@@ -90,6 +90,7 @@ def write_fake_jetson(root: Path, module: FakeModule, *, gpu: bool = True) -> Pa
     """Write ``module``'s tree under ``root``; without ``gpu``, everything but the GPU's nodes (see
     :func:`add_fake_gpu`). Returns ``root``."""
     _write(root / "proc/device-tree/model", module.model + "\0")
+    _write(root / "proc/uptime", "356735.47 1390000.12\n")  # 4 days, 3 hours, 5 minutes
     _write(root / "proc/meminfo", "".join(f"{k}: {v:>12} kB\n" for k, v in module.meminfo_kib.items()))
     for n, (kind, milli) in enumerate(module.zones):
         zone = root / f"sys/devices/virtual/thermal/thermal_zone{n}"

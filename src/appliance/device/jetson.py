@@ -91,6 +91,7 @@ class DeviceSample:
     board_power_source: str  # "VDD_IN", "sum of rails", or ""
     memory: Memory | None
     power_mode: PowerMode | None
+    uptime_s: float | None = None  # /proc/uptime: seconds since the device booted
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -210,7 +211,16 @@ class DeviceTelemetry:
             board_power_source=source,
             memory=self._memory(),
             power_mode=power_mode,
+            uptime_s=self._uptime(),
         )
+
+    def _uptime(self) -> float | None:
+        text = self.files.text(self.files.path("proc/uptime"))
+        fields = text.split() if text else []
+        try:
+            return float(fields[0]) if fields else None
+        except ValueError:
+            return None
 
     def _gpu(self, nodes: _Nodes) -> Gpu | None:
         if nodes.gpu_devfreq is None and nodes.gpu_load is None:

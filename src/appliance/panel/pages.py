@@ -90,6 +90,7 @@ def overview(viewer: Viewer | None) -> str:
             ("board_power_w", "Board power (W)"),
             ("memory", "Memory used"),
             ("power_mode", "Power mode"),
+            ("uptime", "Up for"),
             ("version", "Version"),
             ("slot", "Boot slot"),
         )

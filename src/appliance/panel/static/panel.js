@@ -52,6 +52,11 @@ function bytes(n) {
   return `${n.toFixed(1)} ${units[i]}`;
 }
 
+function duration(seconds) {
+  const d = Math.floor(seconds / 86400), h = Math.floor(seconds % 86400 / 3600), m = Math.floor(seconds % 3600 / 60);
+  return d ? `${d} d ${h} h` : h ? `${h} h ${m} min` : `${m} min`;
+}
+
 function chart(svg, values) {
   const width = 300, height = 80;
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
@@ -93,12 +98,17 @@ async function overview() {
   set("error_rate", fixed(last(errors), 2));
   set("p99_ms", fixed(last(p99), 1));
   const dev = history.device || {};
-  const load = last(dev.gpu_load || []);
-  set("gpu_load", load === null ? "–" : `${(load * 100).toFixed(0)} %`);
-  set("temperature_c", fixed(last(dev.temperature_c || []), 1));
-  set("board_power_w", fixed(last(dev.board_power_w || []), 1));
-  set("memory", bytes(last(dev.memory_used_bytes || [])));
+  // the live sample where telemetry is on; the history's last point otherwise
+  const live = device || {};
+  const temps = (live.thermal || []).map(z => z.celsius);
+  const load = live.gpu && live.gpu.load !== null ? live.gpu.load : last(dev.gpu_load || []);
+  set("gpu_load", load === null || load === undefined ? "–" : `${(load * 100).toFixed(0)} %`);
+  set("temperature_c", fixed(temps.length ? Math.max(...temps) : last(dev.temperature_c || []), 1));
+  set("board_power_w", fixed(live.board_power_watts ?? last(dev.board_power_w || []), 1));
+  set("memory", bytes(live.memory ? live.memory.total_bytes - live.memory.available_bytes
+    : last(dev.memory_used_bytes || [])));
   set("power_mode", device && device.power_mode ? device.power_mode.name || String(device.power_mode.id) : "–");
+  set("uptime", device && device.uptime_s !== null ? duration(device.uptime_s) : "–");
   set("slot", update && update.boot ? update.boot.slot.toUpperCase() : "–");
   const series = { request_rate: rates, p99_ms: p99, gpu_load: dev.gpu_load || [] };
   for (const svg of document.querySelectorAll("svg[data-chart]")) chart(svg, series[svg.dataset.chart] || []);
