@@ -126,3 +126,79 @@ def test_the_timeline_and_history_of_a_real_server(tmp_path: Path, demo_repo: Pa
         )
         bad = client.get("/v2/history", params={"since": "-1"})
         assert bad.status_code == 400
+
+
+def test_history_and_timeline_outlive_a_restart(tmp_path: Path, demo_repo: Path, server_factory: Any) -> None:
+    """With --history-file, a stop (SIGTERM, as systemd stops the service for an update) saves the charts and the
+    timeline, and the next start takes them back, with a gap where the service was down."""
+    import signal
+
+    saved = tmp_path / "state" / "history.json"
+    flags = ("--history-interval-s", "0.2", "--history-file", str(saved))
+    first = server_factory(demo_repo, *flags)
+    vector = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [0.1] * 64}]}
+    with httpx.Client(base_url=first.base, timeout=30) as client:
+        for _ in range(20):
+            assert client.post("/v2/models/mlp/infer", json=vector).status_code == 200
+        assert client.post("/v2/repository/models/cnn/park").status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            before = client.get("/v2/history", params={"model": "mlp"}).json()
+            if any(before["models"].get("mlp", {}).get("request_rate", [])):
+                break
+            time.sleep(0.1)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(30) == 0
+    assert "history: 0 points" not in first.log() and saved.is_file() and oct(saved.stat().st_mode)[-3:] == "600"
+
+    second = server_factory(demo_repo, *flags)
+    assert f"taken back from {saved}" in second.log()
+    with httpx.Client(base_url=second.base, timeout=30) as client:
+        after = client.get("/v2/history", params={"model": "mlp"}).json()
+        events = client.get("/v2/events", params={"model": "cnn"}).json()["events"]
+    n = len(before["time"])
+    assert after["time"][:n] == before["time"]  # every earlier point (and those sampled before the stop)
+    rates = after["models"]["mlp"]["request_rate"]
+    assert rates[:n] == before["models"]["mlp"]["request_rate"] and max(r or 0 for r in rates) > 0
+    assert None in rates[n:]  # the gap: the line breaks where the service was down
+    kinds = [e["kind"] for e in events if e["model"] == "cnn"]
+    assert kinds[:3] == ["load", "park", "load"]  # the first run's load and park, then this run's load
+
+
+def test_a_damaged_history_file_is_reported_and_left_out(tmp_path: Path) -> None:
+    from appliance.core.history import restore_history
+
+    metrics, events = Metrics(), EventLog()
+    history = History(metrics, events, interval_s=10, keep_s=60)
+    path = tmp_path / "history.json"
+    assert restore_history(path, history, events, 1000.0) == f"history: no {path} yet; the charts start empty"
+    path.write_text('{"schema": 1,\n "history": ')
+    said = restore_history(path, history, events, 1000.0)
+    assert said.startswith(f"history: {path}:2: not valid JSON") and said.endswith("the charts start empty")
+    path.write_text('{"schema": 1, "history": {"time": [990.0], "models": {}, "device": {}}, "events": []}')
+    said = restore_history(path, history, events, 1000.0)
+    assert said == f"history: {path}: damaged (KeyError: 'gpu_load'); the charts start empty"
+    assert history.to_json()["time"] == []  # nothing half taken
+
+
+def test_only_what_is_still_kept_comes_back() -> None:
+    now = [1000.0]
+    metrics, events = Metrics(), EventLog(clock=lambda: now[0])
+    history = History(metrics, events, interval_s=10, keep_s=30, clock=lambda: now[0])
+    cnn = VersionStats(metrics, "cnn", "1")
+    history.sample()
+    for _ in range(6):
+        cnn.request_succeeded(0.004, 0.0)
+        now[0] += 10
+        history.sample()
+    events.add("park", "cnn", "parked")
+    doc, saved = history.to_json(), events.recent(10)
+    assert doc["time"] == [1040.0, 1050.0, 1060.0]
+    later = History(Metrics(), EventLog(), interval_s=10, keep_s=30)
+    assert later.restore(doc, now=1075.0) == 1  # 1060 is within 20 s (two points and the gap) of 1075
+    assert later.to_json()["time"] == [1060.0, 1070.0]
+    assert later.to_json()["models"]["cnn"]["request_rate"] == [0.1, None]
+    timeline = EventLog()
+    timeline.add("load", "mlp", "loaded")
+    assert timeline.restore(saved, now=1075.0) == 1 and [e["kind"] for e in timeline.recent(5)] == ["park", "load"]
+    assert EventLog().restore(saved, now=900.0) == 0  # from the future (the clock went back): left out

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--park-wake-timeout-s", type=float, metavar="SECONDS", help=_doc("park_wake_timeout_s"))
     serve.add_argument("--history-interval-s", type=float, metavar="SECONDS", help=_doc("history_interval_s"))
     serve.add_argument("--history-keep-s", type=float, metavar="SECONDS", help=_doc("history_keep_s"))
+    serve.add_argument("--history-file", type=Path, metavar="FILE", help=_doc("history_file"))
     serve.add_argument("--max-request-bytes", type=int, metavar="BYTES", help=_doc("max_request_bytes"))
     serve.add_argument("--websocket-max-in-flight", type=int, metavar="N", help=_doc("websocket_max_in_flight"))
     serve.add_argument("--image-max-pixels", type=int, metavar="PIXELS", help=_doc("image_max_pixels"))

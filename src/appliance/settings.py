@@ -222,6 +222,10 @@ class Settings(BaseSettings):
     history_keep_s: float = Field(default=6 * 3600.0, gt=0)
     """How long those samples are kept, in memory (6 hours: 2,160 points a series at 10 s)."""
 
+    history_file: Path | None = None
+    """Where the history and the timeline are kept across restarts (saved every ten minutes and at stop, read
+    back at start; on the device, the data partition). Unset: in memory only, empty after a restart."""
+
     park_wake_timeout_s: float = Field(default=60.0, gt=0)
     """How long a request for a parked model (unloaded by the autoscaler to free memory) waits for the model to
     load again before it gets 503; the load goes on, and later requests find the model ready."""

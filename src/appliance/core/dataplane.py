@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from .. import __version__
 from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Settings
@@ -20,7 +22,7 @@ from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
 from .events import EventLog
-from .history import History
+from .history import SAVE_EVERY_S, History, history_text, restore_history, write_history
 from .image import ImageInference, ImageResponse
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import ModelVersion, State
@@ -98,6 +100,7 @@ class DataPlane:
         )
         self._polling: asyncio.Task[None] | None = None
         self._sampling: asyncio.Task[None] | None = None
+        self._saving: asyncio.Task[None] | None = None
         self._draining = False
         # Set by the server when tracing is on (appliance.tracing); None: requests never reach OpenTelemetry
         self.tracer: RequestTracer | None = None
@@ -115,6 +118,9 @@ class DataPlane:
             await self.cache.start()
         if self.poller is not None:
             await self.poller.prime()  # before loading: a change made while the models load is seen
+        if self.settings.history_file is not None:  # before the loads: their events come after the saved ones
+            path = self.settings.history_file
+            log.info("%s", await asyncio.to_thread(restore_history, path, self.history, self.events, time.time()))
         names = self.repository.names_on_disk()
         if self.settings.model_control_mode is ModelControlMode.EXPLICIT:
             wanted = self.settings.load_model
@@ -133,6 +139,20 @@ class DataPlane:
         if self.poller is not None:
             self._polling = asyncio.create_task(self.poller.run_forever())
         self._sampling = asyncio.create_task(self.history.run())
+        if self.settings.history_file is not None:
+            self._saving = asyncio.create_task(self._save_history_forever(self.settings.history_file))
+
+    async def _save_history_forever(self, path: Path) -> None:
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            await self._save_history(path)
+
+    async def _save_history(self, path: Path) -> None:
+        text = history_text(self.history, self.events)  # on the loop, where the series change
+        try:
+            await asyncio.to_thread(write_history, path, text)
+        except OSError as exc:
+            log.warning("history: cannot write %s: %s", path, exc.strerror or exc)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -155,11 +175,13 @@ class DataPlane:
         return True
 
     async def stop(self) -> None:
-        for task in (self._refresher, self._polling, self._sampling):
+        for task in (self._refresher, self._polling, self._sampling, self._saving):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task  # a load it started runs to its end; unload_all waits for it
+        if self._started and self.settings.history_file is not None:
+            await self._save_history(self.settings.history_file)
         await self.routes.stop()
         await self.repository.unload_all()
         self.shared_memory.close()

@@ -42,6 +42,19 @@ class EventLog:
         assert kind in KINDS, kind
         self._events.append(Event(self._clock(), kind, model, detail, data))
 
+    def restore(self, saved: list[dict[str, Any]], now: float) -> int:
+        """Put back saved events (``recent``'s), oldest first, before any of this run; events from the future
+        (a clock set back) are left out. Returns how many were put back."""
+        earlier = [
+            Event(float(e["time"]), str(e["kind"]), str(e["model"]), str(e["detail"]), dict(e.get("data") or {}))
+            for e in saved
+            if e["kind"] in KINDS and float(e["time"]) <= now
+        ]
+        current = list(self._events)
+        self._events.clear()
+        self._events.extend(earlier + current)
+        return len(earlier)
+
     def recent(self, limit: int, model: str = "", since: float = 0.0) -> list[dict[str, Any]]:
         """The newest ``limit`` events after ``since`` (of ``model`` and of the device, when a model is named),
         oldest first."""

@@ -6,20 +6,30 @@ rate, the error rate and the p99 latency of the interval (from the request-time 
 ``histogram_quantile``), and reads the device's figures (GPU load, hottest zone, board power, memory in use,
 power mode) through a function the server hands in (the core knows nothing of sysfs). Series keep ``keep_s``
 (6 hours): 2,160 points each at 10 s. Changes of thermal throttling and of the power mode go to the event log.
+
+With ``history_file`` set, the series and the timeline outlive a restart (an update, a power cut): saved every
+:data:`SAVE_EVERY_S` and when the service stops, read back at start (:func:`save_history`, :func:`restore_history`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .events import EventLog
+from .events import KEEP, EventLog
+from .files import write_atomically
 from .stats import LATENCY_BUCKETS, Metrics
+
+SCHEMA = 1
+SAVE_EVERY_S = 600.0  # a few hundred KB every ten minutes: little wear on the data partition's flash
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +164,39 @@ class History:
         device["power_mode"] = cut(self._power_mode)
         return {"interval_s": self.interval_s, "time": times, "models": models, "device": device}
 
+    def restore(self, doc: dict[str, Any], now: float) -> int:
+        """Take back the points of ``doc`` (:meth:`to_json`'s) that are still within the kept span, followed by
+        one empty point, so a chart's line breaks where the service was down. Returns the points taken. Called
+        before the first sample."""
+        if self._time:
+            raise RuntimeError("history: restore() comes before the first sample")
+        times = [float(t) for t in doc["time"]]
+        keep = (self._points - 1) * self.interval_s
+        start = next((i for i, t in enumerate(times) if t > now - keep and t <= now), len(times))
+        taken = times[start:][-(self._points - 1) :]
+        first = len(times) - len(taken)
+        if not taken:
+            return 0
+
+        def points(values: list[Any]) -> list[Any]:
+            if len(values) != len(times):
+                raise ValueError(f"a series has {len(values)} points for {len(times)} times")
+            return [v if v is None or isinstance(v, str) or math.isfinite(v) else None for v in values[first:]]
+
+        # everything is read before anything changes: a damaged file leaves the history empty, not half filled
+        models = {
+            str(name): {key: [*points(series[key]), None] for key in MODEL_SERIES}
+            for name, series in doc["models"].items()
+        }
+        device = {key: [*points(doc["device"][key]), None] for key in (*DEVICE_SERIES, "power_mode")}
+        self._time.extend([*taken, taken[-1] + self.interval_s])  # and the gap
+        for name, series in models.items():
+            self._models[name] = {key: deque(values, maxlen=self._points) for key, values in series.items()}
+        for key in DEVICE_SERIES:
+            self._device_series[key].extend(device[key])
+        self._power_mode.extend(device["power_mode"])
+        return len(taken)
+
     async def run(self) -> None:
         """Sample every ``interval_s`` until cancelled; a failing sample is logged and the next one tried."""
         while True:
@@ -164,3 +207,38 @@ class History:
             except Exception:
                 log.exception("history: a sample failed")
             await asyncio.sleep(self.interval_s)
+
+
+def history_text(history: History, events: EventLog) -> str:
+    """The series and the timeline as the history file holds them; made on the event loop, where they change
+    (the file is then written in a thread: :func:`write_history`)."""
+    doc = {"schema": SCHEMA, "saved": time.time(), "history": history.to_json(), "events": events.recent(KEEP)}
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def write_history(path: Path, text: str) -> None:
+    """Write the history file atomically (never half a file after a power cut), readable by its owner only."""
+    write_atomically(path, text)
+
+
+def restore_history(path: Path, history: History, events: EventLog, now: float) -> str:
+    """Read back what :func:`write_history` wrote, before the first sample; returns what it found, for the log. A
+    missing file is a first start; an unreadable or damaged one is reported and left out (the charts start
+    empty)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return f"history: no {path} yet; the charts start empty"
+    except OSError as exc:
+        return f"history: cannot read {path}: {exc.strerror}; the charts start empty"
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise ValueError(f"not a history file of schema {SCHEMA}")
+        taken = history.restore(doc["history"], now)
+        restored = events.restore(doc["events"], now)
+    except json.JSONDecodeError as exc:
+        return f"history: {path}:{exc.lineno}: not valid JSON ({exc.msg}); the charts start empty"
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"history: {path}: damaged ({type(exc).__name__}: {exc}); the charts start empty"
+    return f"history: {taken} points and {restored} events taken back from {path}"
