@@ -31,8 +31,9 @@ from tests.support.browser import chromium
 _TICK = os.sysconf("SC_CLK_TCK")
 FIRST_LOAD = {
     "overview": ["/admin", "/admin/static/panel.js", "/admin/static/panel.css", "/v2", "/v2/history", "/v2/device",
-                 "/v2/update", "POST /v2/repository/index"],
-    "models": ["/admin/models", "/admin/static/panel.js", "/admin/static/panel.css", "POST /v2/repository/index"],
+                 "/v2/update", "/v2/units", "POST /v2/repository/index"],
+    "models": ["/admin/models", "/admin/static/panel.js", "/admin/static/panel.css", "POST /v2/repository/index",
+               "/v2/models/stats", "/v2/engines"],
     "timeline": ["/admin/timeline", "/admin/static/panel.js", "/admin/static/panel.css", "/v2/history", "/v2/events"],
 }  # fmt: skip
 
