@@ -163,11 +163,12 @@ def _fake_systemctl(tmp_path: Path, output: str, status: int = 0, stderr: str = 
     calls = tmp_path / "FAKE-systemctl.calls"
     script = tmp_path / "FAKE-systemctl"
     (tmp_path / "FAKE-systemctl.out").write_text(output)
+    (tmp_path / "FAKE-systemctl.err").write_text(stderr)
     script.write_text(
         "#!/bin/sh\n"
         f'echo "$*" >> {calls}\n'
         f"cat {tmp_path / 'FAKE-systemctl.out'}\n"
-        f"printf '%s' '{stderr}' >&2\n"
+        f"cat {tmp_path / 'FAKE-systemctl.err'} >&2\n"
         f"exit {status}\n"
     )
     script.chmod(0o755)
@@ -196,6 +197,10 @@ def test_unit_states_without_systemd_say_why(tmp_path: Path) -> None:
     report = asyncio.run(Units(["appliance.service"], str(script)).report())
     assert report.error == "systemd is not reachable: System has not been booted with systemd as init system (PID 1)."
     assert [(u.name, u.active) for u in report.units] == [("appliance.service", "unknown")]
+    # in a chroot, systemctl ignores "show", says so on stderr, and exits 0 (a fresh Debian root does this)
+    script, _ = _fake_systemctl(tmp_path, "", 0, "Running in chroot, ignoring command 'show'")
+    report = asyncio.run(Units(["appliance.service"], str(script)).report())
+    assert report.error == "systemd is not reachable: Running in chroot, ignoring command 'show'"
     report = asyncio.run(Units(["appliance.service"], "/nonexistent/systemctl").report())
     assert report.error == "cannot run /nonexistent/systemctl: No such file or directory"
 

@@ -173,7 +173,10 @@ class Units:
             proc.kill()
             await proc.wait()
             return f"systemctl show gave no answer in {TIMEOUT_S:.0f} s"
-        if proc.returncode != 0:
-            why = err.decode(errors="replace").strip().splitlines()
-            return f"systemd is not reachable: {why[0] if why else f'exit {proc.returncode}'}"
-        return UnitsReport(parse_show(out.decode(errors="replace"), self.names), "", now)
+        text = out.decode(errors="replace")
+        # In a chroot (or with systemd offline) systemctl ignores "show" and still exits 0, printing nothing
+        if proc.returncode != 0 or "Id=" not in text:
+            said = err.decode(errors="replace").strip().splitlines()
+            why = said[0] if said else f"systemctl show exited {proc.returncode}, saying nothing"
+            return f"systemd is not reachable: {why}"
+        return UnitsReport(parse_show(text, self.names), "", now)

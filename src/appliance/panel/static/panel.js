@@ -108,7 +108,7 @@ async function overview() {
   set("memory", bytes(live.memory ? live.memory.total_bytes - live.memory.available_bytes
     : last(dev.memory_used_bytes || [])));
   set("power_mode", device && device.power_mode ? device.power_mode.name || String(device.power_mode.id) : "–");
-  set("uptime", device && device.uptime_s !== null ? duration(device.uptime_s) : "–");
+  set("uptime", device && typeof device.uptime_s === "number" ? duration(device.uptime_s) : "–");
   set("slot", update && update.boot ? update.boot.slot.toUpperCase() : "–");
   const series = { request_rate: rates, p99_ms: p99, gpu_load: dev.gpu_load || [] };
   for (const svg of document.querySelectorAll("svg[data-chart]")) chart(svg, series[svg.dataset.chart] || []);
