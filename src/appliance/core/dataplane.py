@@ -22,7 +22,8 @@ from .backend import FactoryFor, LoadError
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
 from .events import EventLog
-from .history import SAVE_EVERY_S, History, history_text, restore_history, write_history
+from .files import write_atomically
+from .history import SAVE_EVERY_S, History, history_text, restore_history
 from .image import ImageInference, ImageResponse
 from .metadata import ModelMetadata, ModelStatistics, RegionStatus, RepositoryModel, ServerMetadata
 from .model import ModelVersion, State
@@ -150,7 +151,7 @@ class DataPlane:
     async def _save_history(self, path: Path) -> None:
         text = history_text(self.history, self.events)  # on the loop, where the series change
         try:
-            await asyncio.to_thread(write_history, path, text)
+            await asyncio.to_thread(write_atomically, path, text)
         except OSError as exc:
             log.warning("history: cannot write %s: %s", path, exc.strerror or exc)
 

@@ -8,7 +8,7 @@ power mode) through a function the server hands in (the core knows nothing of sy
 (6 hours): 2,160 points each at 10 s. Changes of thermal throttling and of the power mode go to the event log.
 
 With ``history_file`` set, the series and the timeline outlive a restart (an update, a power cut): saved every
-:data:`SAVE_EVERY_S` and when the service stops, read back at start (:func:`save_history`, :func:`restore_history`).
+:data:`SAVE_EVERY_S` and when the service stops, read back at start (:func:`history_text`, :func:`restore_history`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from .events import KEEP, EventLog
-from .files import write_atomically
 from .stats import LATENCY_BUCKETS, Metrics
 
 SCHEMA = 1
@@ -211,18 +210,13 @@ class History:
 
 def history_text(history: History, events: EventLog) -> str:
     """The series and the timeline as the history file holds them; made on the event loop, where they change
-    (the file is then written in a thread: :func:`write_history`)."""
+    (the file is then written atomically in a thread: :func:`.files.write_atomically`)."""
     doc = {"schema": SCHEMA, "saved": time.time(), "history": history.to_json(), "events": events.recent(KEEP)}
     return json.dumps(doc, separators=(",", ":"))
 
 
-def write_history(path: Path, text: str) -> None:
-    """Write the history file atomically (never half a file after a power cut), readable by its owner only."""
-    write_atomically(path, text)
-
-
 def restore_history(path: Path, history: History, events: EventLog, now: float) -> str:
-    """Read back what :func:`write_history` wrote, before the first sample; returns what it found, for the log. A
+    """Read back what :func:`history_text` made, before the first sample; returns what it found, for the log. A
     missing file is a first start; an unreadable or damaged one is reported and left out (the charts start
     empty)."""
     try:

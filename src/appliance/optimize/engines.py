@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +59,7 @@ class EngineState:
         return not self.differences and not self.error
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "manifest": self.manifest,
-            "serving": self.serving,
-            "tensorrt_version": self.tensorrt_version,
-            "gpu_name": self.gpu_name,
-            "compute_capability": self.compute_capability,
-            "precision": self.precision,
-            "created": self.created,
-            "plan_sha256": self.plan_sha256,
-            "matches": self.matches,
-            "differences": list(self.differences),
-            "error": self.error,
-        }
+        return {**asdict(self), "differences": list(self.differences), "matches": self.matches}
 
 
 def service_device(root: Path) -> tuple[DeviceInfo, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 CACHE_S = 3.0
@@ -53,18 +53,7 @@ class UnitState:
         return UnitState(name, "", "unknown", "unknown", "", "", "", None, None, None)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "load": self.load,
-            "active": self.active,
-            "sub": self.sub,
-            "result": self.result,
-            "enabled": self.enabled,
-            "restarts": self.restarts,
-            "since": self.since,
-            "memory_bytes": self.memory_bytes,
-        }
+        return asdict(self)
 
 
 def _int(text: str) -> int | None:
