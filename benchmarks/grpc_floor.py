@@ -2,15 +2,18 @@
 ``ModelMetadata`` and ``ModelInfer`` of the demo models with canned responses, doing no work at all.
 
 Run under the same load as the appliance (``serving.py --targets grpc-floor``), it shows how many requests a
-second grpc.aio itself can carry on this machine, before any decoding, scheduling or inference.
+second grpc.aio itself can carry on this machine, before any decoding, scheduling or inference. With
+``--work-us N`` each ModelInfer first spends N microseconds of CPU on the loop thread, as a server's own work
+would (``benchmarks/limits.py`` sets N to the appliance's in-process cost of a request).
 
-    python -m benchmarks.grpc_floor --model-repository DIR --port PORT
+    python -m benchmarks.grpc_floor --model-repository DIR --port PORT [--work-us N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
 import grpc
@@ -38,13 +41,23 @@ def canned_responses(repo: Path) -> tuple[dict[str, pb.ModelMetadataResponse], d
     return metadata, infer
 
 
-async def serve(repo: Path, address: str) -> None:
+def spend_cpu(seconds: float) -> None:
+    """Keep this thread busy for ``seconds`` of its own CPU time (not wall time: a preempted thread spends none)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def serve(repo: Path, address: str, work_us: int = 0) -> None:
     metadata, infer = canned_responses(repo)
+    work_s = work_us / 1e6
 
     async def model_metadata(request: pb.ModelMetadataRequest, context: object) -> pb.ModelMetadataResponse:
         return metadata[request.name]
 
     async def model_infer(request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
+        if work_s:
+            spend_cpu(work_s)
         return infer[request.model_name]
 
     async def ready(request: object, context: object) -> pb.ServerReadyResponse:
@@ -73,6 +86,7 @@ def main() -> None:
     parser.add_argument("--model-repository", type=Path, required=True, help="Triton-layout repository")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, required=True, help="gRPC port")
+    parser.add_argument("--work-us", type=int, default=0, help="CPU microseconds to spend in each ModelInfer")
     args = parser.parse_args()
     try:
         import uvloop
@@ -81,7 +95,7 @@ def main() -> None:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args.model_repository, f"{args.address}:{args.port}"))
+        runner.run(serve(args.model_repository, f"{args.address}:{args.port}", args.work_us))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ async def measure(
     routes: bool = False,
     auth: bool = False,
     tracing: bool = False,
-) -> None:
+) -> dict[str, float]:
+    """Print, and return by model, the CPU microseconds of one request through the handler."""
     from appliance.backends import factory_for
     from appliance.core.auth.keys import create_key
     from appliance.core.auth.roles import Role
@@ -91,6 +92,7 @@ async def measure(
         context = _Context((*context.invocation_metadata(), traceparent))
     await dataplane.start()
     infer = handler_table(dataplane)["ModelInfer"]
+    cpu_us: dict[str, float] = {}
     try:
         for model in models:
             meta = dataplane.model_metadata(model)
@@ -115,6 +117,7 @@ async def measure(
             for _ in range(count):
                 await one()
             elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+            cpu_us[model] = cpu / count * 1e6
             if profiler:
                 profiler.disable()
             print(
@@ -127,6 +130,7 @@ async def measure(
         await dataplane.stop()
         if tracer is not None:
             tracer.shutdown()
+    return cpu_us
 
 
 def _dropping_exporter() -> Any:

@@ -121,13 +121,15 @@ def running_appliance(
     extra_args: Sequence[str] = (),
     host: str = "127.0.0.1",
     ready_timeout_s: float = 120.0,
+    program: Sequence[str] = (),
 ) -> Iterator[RunningServer]:
-    """``appliance serve`` on ``repo`` with free ports; yielded once ``/v2/health/ready`` is 200."""
+    """``appliance serve`` on ``repo`` with free ports; yielded once ``/v2/health/ready`` is 200. ``program``
+    replaces the ``appliance`` command (``benchmarks/stages.py``'s launcher)."""
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "appliance.log"
     http_port, grpc_port = free_ports(2, host)
     command = [
-        *appliance_command(),
+        *(program or appliance_command()),
         "serve",
         "--model-repository",
         str(repo),
@@ -212,8 +214,9 @@ def running_server(
 
 
 @contextlib.contextmanager
-def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> Iterator[RunningServer]:
-    """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady."""
+def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0) -> Iterator[RunningServer]:
+    """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady;
+    ``work_us``: CPU microseconds it spends in each ModelInfer first."""
     import tritonclient.grpc as grpcclient
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +232,8 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1") -> It
         host,
         "--port",
         str(grpc_port),
+        "--work-us",
+        str(work_us),
     ]
     root = Path(__file__).resolve().parent.parent
     with log_path.open("ab") as log:
