@@ -23,7 +23,7 @@ Three checks, each against the target it bounds (``report.py`` holds the targets
 
 Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used.
 
-    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 10 minutes
+    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 7 minutes
     python benchmarks/limits.py --rounds 5 --duration 8
 """
 
