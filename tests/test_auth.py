@@ -232,6 +232,7 @@ def test_health_stays_open(env: Env):
 
 def test_metrics_open_on_loopback_and_count_requests_per_key(env: Env):
     httpx.get(f"{env.server.base}/v2", headers=env.bearer("read"), timeout=30)
+    assert httpx.get(f"{env.server.base}/v2", timeout=30).status_code == 401  # counted without a key
     answer = httpx.get(f"{env.server.base}/metrics", timeout=30)  # the test runs on loopback
     assert answer.status_code == 200
     assert 'appliance_auth_requests_total{key="read",result="ok"}' in answer.text
