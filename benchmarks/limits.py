@@ -175,30 +175,30 @@ def verdicts(
         f"{with_work:.0f} ({with_work / floor:.2f}x): {reach}; appliance {ours:.0f} ({ours / floor:.2f}x)"
     )
 
+    def budget(floor_us: float, compute_us: float, clients: list[Point]) -> tuple[float, str]:
+        """The most req/s the cores allow, and how it was reckoned."""
+        client = min(map(client_us, clients))
+        bound = cores() * 1e6 / (floor_us + compute_us + client)
+        return bound, (
+            f"budget {cores()} cores / (floor {floor_us:.0f} + compute {compute_us:.0f} + client {client:.0f} us) = "
+            f"{bound:,.0f} req/s at most"
+        )
+
     cnn = [best[(t, "cnn", "grpc", 64)] for t in ("grpc-floor", "triton", "appliance")]
-    cnn_bound = (
-        cores() * 1e6 / (us("grpc-floor", "cnn", "grpc", 64) + min(compute["cnn"].values()) + min(map(client_us, cnn)))
-    )
+    cnn_bound, reckoned = budget(us("grpc-floor", "cnn", "grpc", 64), min(compute["cnn"].values()), cnn)
     triton_cnn = best[("triton", "cnn", "grpc", 64)].rps
     lines.append(
-        f"cnn gRPC c=64 >= Triton: budget {cores()} cores / (floor {us('grpc-floor', 'cnn', 'grpc', 64):.0f} + "
-        f"compute {min(compute['cnn'].values()):.0f} + client {min(map(client_us, cnn)):.0f} us) = "
-        f"{cnn_bound:,.0f} req/s at most, against Triton's {triton_cnn:,.0f}: "
+        f"cnn gRPC c=64 >= Triton: {reckoned}, against Triton's {triton_cnn:,.0f}: "
         + ("out of reach in one grpc.aio process" if cnn_bound < triton_cnn else "within the budget")
         + f"; appliance {best[('appliance', 'cnn', 'grpc', 64)].rps:,.0f}"
     )
 
     c = IMAGE_CONCURRENCY
     shm = [best[(t, "image", "shm", c)] for t in ("appliance", "triton")]
-    tiny = us("grpc-floor", "mlp", "grpc", c)
-    image = min(compute["image"].values())
-    shm_bound = cores() * 1e6 / (tiny + image + min(map(client_us, shm)))
+    shm_bound, reckoned = budget(us("grpc-floor", "mlp", "grpc", c), min(compute["image"].values()), shm)
     need = max(SHM_OVER_GRPC * best[("appliance", "image", "grpc", c)].rps, best[("triton", "image", "shm", c)].rps)
     lines.append(
-        f"image shm c={c} >= {SHM_OVER_GRPC}x our gRPC and >= Triton's shm ({need:,.0f} req/s): "
-        f"budget {cores()} cores / "
-        f"(floor {tiny:.0f} + compute {image:.0f} + client {min(map(client_us, shm)):.0f} us) = {shm_bound:,.0f} "
-        "req/s at most: "
+        f"image shm c={c} >= {SHM_OVER_GRPC}x our gRPC and >= Triton's shm ({need:,.0f} req/s): {reckoned}: "
         + ("out of reach in one grpc.aio process" if shm_bound < need else "within the budget")
         + f"; appliance {shm[0].rps:,.0f} at {us('appliance', 'image', 'shm', c):.0f} us/req"
     )
