@@ -1,4 +1,5 @@
-"""Where the batcher runs a batch: inline on the event loop (tiny compute) or on the instance thread.
+"""Where the batcher runs a batch: inline on the event loop (tiny compute, or a lone request on an idle model)
+or on the instance thread.
 
 These drive ``DynamicBatcher`` directly with real threads and a real event loop; the "model" is a Python
 function whose compute time the test chooses.
@@ -12,8 +13,9 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
-from appliance.core.batching import DynamicBatcher, Execution
+from appliance.core.batching import DynamicBatcher, Execution, Placement
 from appliance.core.model_config import BatchingPolicy
 
 
@@ -34,7 +36,14 @@ class Recorder:
         return {"y": inputs["x"] * 2}
 
 
-async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_us: int = 100) -> list[Execution]:
+async def _one_at_a_time(
+    recorder: Recorder,
+    requests: int,
+    inline_compute_us: int = 100,
+    alone_compute_us: int = 0,
+    idle_s: float = 0.0,
+) -> list[Execution]:
+    """``requests`` requests, each sent when the last has answered, ``idle_s`` after it."""
     executions: list[Execution] = []
     batcher = DynamicBatcher(
         BatchingPolicy(max_batch_size=8, combine=True),
@@ -43,12 +52,14 @@ async def _one_at_a_time(recorder: Recorder, requests: int, inline_compute_us: i
         ["x"],
         ["y"],
         executions.append,
-        inline_compute_us=inline_compute_us,
+        placement=Placement(inline_compute_us, alone_compute_us),
         name="m/1",
     )
     batcher.start()
 
     for i in range(requests):
+        if idle_s:
+            await asyncio.sleep(idle_s)
         outputs, _, _ = await batcher.submit({"x": np.full((1, 2), i, np.float32)}, 1)
         assert outputs["y"].tolist() == [[2 * i, 2 * i]]
     await batcher.stop()
@@ -87,15 +98,24 @@ def test_batches_over_the_threshold_stay_on_the_instance_thread() -> None:
     assert set(recorder.threads) == {"m/1#0"}
 
 
-def test_slow_batches_on_the_thread_let_requests_queue_and_batch() -> None:
-    # While a 2 ms batch runs on the instance thread the loop stays free: the requests behind it queue and
-    # go as one batch. Inline (threshold above the compute time) each would run alone as it arrives.
-    recorder = Recorder(compute_s=0.002)
+@pytest.mark.parametrize(("compute_s", "alone_compute_us"), [(0.002, 0), (0.002, 1000), (0.0005, 1000)])
+def test_slow_batches_on_the_thread_let_requests_queue_and_batch(compute_s: float, alone_compute_us: int) -> None:
+    # While a batch runs on the instance thread the loop stays free: the requests behind it queue and go as one
+    # batch. Inline (threshold above the compute time) each would run alone as it arrives. Requests that follow
+    # each other closely are never "alone", whatever the cap for lone requests.
+    recorder = Recorder(compute_s=compute_s)
 
     async def staggered() -> None:
         executions: list[Execution] = []
         batcher = DynamicBatcher(
-            BatchingPolicy(max_batch_size=8, combine=True), recorder, 1, ["x"], ["y"], executions.append, 100, "m/1"
+            BatchingPolicy(max_batch_size=8, combine=True),
+            recorder,
+            1,
+            ["x"],
+            ["y"],
+            executions.append,
+            Placement(100, alone_compute_us),
+            "m/1",
         )
         batcher.start()
 
@@ -110,3 +130,59 @@ def test_slow_batches_on_the_thread_let_requests_queue_and_batch() -> None:
     assert len(recorder.batch_sizes) < 9
     assert max(recorder.batch_sizes) > 1
     assert sum(recorder.batch_sizes) == 9
+
+
+def test_a_lone_request_on_an_idle_model_runs_inline() -> None:
+    # 500 us of compute: over the 100 us threshold, under the cap for a lone request (5 ms here, so that a
+    # loaded machine cannot stretch a measured batch past it). One client sends a request 10 ms after the last
+    # answer: the model is idle longer than the batch takes, so once its compute time is measured (the first
+    # batch, on the thread) each request runs inline, with no hand-off to wait for.
+    recorder = Recorder(compute_s=0.0005)
+    asyncio.run(_one_at_a_time(recorder, requests=5, alone_compute_us=5000, idle_s=0.010))
+    main = threading.main_thread().name
+    assert recorder.threads[0] == "m/1#0"
+    assert recorder.threads[1:] == [main] * 4, recorder.threads
+
+
+def test_lone_requests_over_the_cap_stay_on_the_instance_thread() -> None:
+    # 2 ms of compute, over the 1 ms cap: however long the model idles, the loop is not blocked that long.
+    recorder = Recorder(compute_s=0.002)
+    asyncio.run(_one_at_a_time(recorder, requests=4, alone_compute_us=1000, idle_s=0.005))
+    assert set(recorder.threads) == {"m/1#0"}
+
+
+def test_back_to_back_requests_are_not_alone() -> None:
+    # Sent as soon as the last answered: the model idles for less than a 2 ms batch takes (under the 5 ms cap),
+    # so each batch goes to the instance thread, as under load, where requests queue there and batch.
+    recorder = Recorder(compute_s=0.002)
+    asyncio.run(_one_at_a_time(recorder, requests=5, alone_compute_us=5000))
+    assert set(recorder.threads) == {"m/1#0"}
+
+
+def test_lone_requests_stay_on_the_thread_for_a_second_after_requests_batched() -> None:
+    # Requests that batched together show a load that batches: lone requests right after it go to the instance
+    # thread even when the model and the loop idle, so that a pause in a loaded pipeline does not start running
+    # batches inline (where nothing can join them).
+    recorder = Recorder(compute_s=0.0005)
+
+    async def run() -> None:
+        batcher = DynamicBatcher(
+            BatchingPolicy(max_batch_size=8, combine=True),
+            recorder,
+            1,
+            ["x"],
+            ["y"],
+            lambda execution: None,
+            Placement(100, 5000),
+            "m/1",
+        )
+        batcher.start()
+        await asyncio.gather(*(batcher.submit({"x": np.full((1, 2), i, np.float32)}, 1) for i in range(3)))
+        for i in range(4):
+            await asyncio.sleep(0.010)
+            await batcher.submit({"x": np.full((1, 2), i, np.float32)}, 1)
+        await batcher.stop()
+
+    asyncio.run(run())
+    assert recorder.batch_sizes == [3, 1, 1, 1, 1]
+    assert set(recorder.threads) == {"m/1#0"}, recorder.threads

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--intra-op-thread-count", type=int, metavar="N", help=_doc("intra_op_thread_count"))
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
+    serve.add_argument("--inline-alone-compute-us", type=int, metavar="US", help=_doc("inline_alone_compute_us"))
     serve.add_argument(
         "--cache-config",
         action="append",

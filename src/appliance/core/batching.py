@@ -13,7 +13,8 @@ Where it does better than Triton:
   are skipped lazily, never searched for.
 - A request whose caller has gone away (its task was cancelled) is dropped before it reaches a batch.
 - Batches whose measured compute time is tiny run on the event loop thread itself, saving two thread
-  hand-offs per batch; everything else runs on one thread per instance, outside the GIL.
+  hand-offs per batch; so does a lone request on an idle model whose batch is short (see :class:`Placement`).
+  Everything else runs on one thread per instance, outside the GIL.
 
 All times come from ``time.monotonic()``, not ``loop.time()``: uvloop's loop clock has millisecond resolution
 and is cached per loop pass. Timers are armed relative to it (event loop timers have ~1 ms granularity, so a
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 _QUEUED, _RUNNING, _DONE = 0, 1, 2
 _DELAYED_QUEUE = -1
 _NO_INPUTS: dict[str, NDArray[Any]] = {}
+#: A model whose requests have not been batched together for this long has a lone client (see Placement).
+_LONE_AFTER_S = 1.0
 
 
 class Payload:
@@ -100,6 +103,26 @@ class Execution:
     end: float = 0.0  # time.perf_counter() when the outputs were ready (0.0: not recorded)
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Which batches run inline on the event loop instead of on their instance's thread.
+
+    Inline saves two thread hand-offs (to the instance thread and back to the loop), but blocks the loop while
+    the batch runs: requests that arrive meanwhile wait in the transport instead of in the batcher's queue, and
+    cannot join a batch. So a batch runs inline when its compute time, as measured for its batch size, is
+    - under ``compute_us``: too short for the hand-offs to pay off at any load; or
+    - under ``alone_compute_us``, for a batch of one request that arrived while the model was idle (nothing
+      queued, no batch running) and the event loop thread idled for longer than that compute time since the
+      last batch, on a model that has not batched two requests together for a second: a lone client
+      (concurrency 1) waits for no hand-off, while under load the loop is busy between batches and requests
+      batch, so they go to the instance thread, where they queue and batch.
+    0 turns either off.
+    """
+
+    compute_us: int = 0
+    alone_compute_us: int = 0
+
+
 ExecuteFn = Callable[[int, dict[str, NDArray[Any]], Sequence[str]], dict[str, NDArray[Any]]]
 
 
@@ -112,7 +135,7 @@ class DynamicBatcher:
         input_names: Sequence[str],
         output_names: Sequence[str],
         on_execution: Callable[[Execution], None],
-        inline_compute_us: int = 0,
+        placement: Placement = Placement(),
         name: str = "",
     ) -> None:
         self._policy = policy
@@ -121,7 +144,12 @@ class DynamicBatcher:
         self._input_names = list(input_names)
         self._output_names = list(output_names)
         self._on_execution = on_execution
-        self._inline_compute_s = inline_compute_us / 1e6
+        self._inline_compute_s = placement.compute_us / 1e6
+        self._inline_alone_s = placement.alone_compute_us / 1e6
+        # When the last batch completed: time.monotonic(), and the loop thread's CPU time (time.thread_time())
+        self._idle_since = float("-inf")
+        self._idle_since_cpu = 0.0
+        self._batched_at = float("-inf")  # time.monotonic() when a batch last held more than one request
         self._name = name
         self._queues: list[deque[Payload]] = [deque() for _ in range(policy.levels)]
         self._delayed: deque[Payload] = deque()
@@ -353,14 +381,17 @@ class DynamicBatcher:
 
     def _scheduled(self) -> None:
         self._schedule_soon = False
-        self._schedule()
+        self._schedule(arrival=True)
 
-    def _schedule(self) -> None:
+    def _schedule(self, arrival: bool = False) -> None:
+        """Dispatch batches while instances are free. ``arrival``: called once the requests that arrived in one
+        event loop pass are queued (not on a batch's completion or a timer)."""
         while self._free and self._pending_samples > 0:
             batch = self._next_batch()
             if not batch:
                 return
-            self._dispatch(self._free.pop(), batch)
+            alone = arrival and len(batch) == 1 and self._inflight == 0 and self._pending_samples == 0
+            self._dispatch(self._free.pop(), batch, alone)
 
     def _next_batch(self) -> list[Payload] | None:
         policy = self._policy
@@ -426,13 +457,16 @@ class DynamicBatcher:
 
     # -- execution -------------------------------------------------------------------------------
 
-    def _dispatch(self, instance: int, batch: list[Payload]) -> None:
+    def _dispatch(self, instance: int, batch: list[Payload], alone: bool = False) -> None:
         assert self._loop is not None
         now = time.monotonic()
         for p in batch:
             p.dispatched = now
         self._inflight += 1
-        if self._runs_inline(sum(p.batch_size for p in batch)):
+        size = sum(p.batch_size for p in batch)
+        if len(batch) > 1:
+            self._batched_at = now
+        if self._runs_inline(size) or (alone and self._runs_inline_alone(size, now)):
             result = self._run(instance, batch)
             self._complete(instance, batch, result, reschedule=False)
         else:
@@ -440,6 +474,17 @@ class DynamicBatcher:
 
     def _runs_inline(self, batch_size: int) -> bool:
         return self._compute_floor.get(batch_size.bit_length(), float("inf")) < self._inline_compute_s
+
+    def _runs_inline_alone(self, batch_size: int, now: float) -> bool:
+        """A lone request on a model idle since the last batch: inline if its compute time is under the cap, the
+        model has not batched requests together lately, and the loop thread itself idled longer than that compute
+        time meanwhile (see :class:`Placement`). Under load the loop spends such a gap encoding and decoding other
+        requests, and requests batch."""
+        compute = self._compute_floor.get(batch_size.bit_length(), float("inf"))
+        if compute >= self._inline_alone_s or now - self._batched_at < _LONE_AFTER_S:
+            return False
+        loop_idle = (now - self._idle_since) - (time.thread_time() - self._idle_since_cpu)
+        return compute < loop_idle
 
     def _worker(self, instance: int, work: queue.SimpleQueue[list[Payload] | None]) -> None:
         loop = self._loop
@@ -493,6 +538,7 @@ class DynamicBatcher:
             if not self._retiring:
                 self._retired.set()
         self._inflight -= 1
+        self._idle_since, self._idle_since_cpu = time.monotonic(), time.thread_time()
         if isinstance(result, Exception):
             error = InternalError(f"model '{self._name}': execution failed: {result}")
             for p in batch:

@@ -19,6 +19,7 @@ from ..settings import LocalCacheConfig, ModelControlMode, RedisCacheConfig, Set
 from .auth.guard import Guard
 from .autoscaler import AutoscalerDecisions
 from .backend import FactoryFor, LoadError
+from .batching import Placement
 from .cache import LocalResponseCache, ResponseCache
 from .errors import Conflict, InvalidArgument, NotFound, Unavailable, unknown_model
 from .events import EventLog
@@ -69,7 +70,7 @@ class DataPlane:
             LoadOptions(
                 intra_op_thread_count=settings.intra_op_thread_count,
                 ort_allow_spinning=settings.ort_allow_spinning,
-                inline_compute_us=settings.inline_compute_us,
+                placement=Placement(settings.inline_compute_us, settings.inline_alone_compute_us),
                 triton_url=settings.triton_url,
             ),
             self.metrics,

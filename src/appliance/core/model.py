@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from . import datatypes
 from .backend import Backend, BatchBackend, LoadError, SelfSchedulingBackend
-from .batching import DynamicBatcher, Execution
+from .batching import DynamicBatcher, Execution, Placement
 from .cache import ResponseCache, content_digest, response_key
 from .errors import InferenceError, InvalidArgument, Status
 from .metadata import ModelMetadata, TensorMetadata
@@ -308,7 +308,7 @@ class BatchedModelVersion(ModelVersion):
         model_dir: Path,
         backend: BatchBackend,
         metrics: Metrics,
-        inline_compute_us: int,
+        placement: Placement,
         cache: ResponseCache | None = None,
         stats_version: str = "",
     ) -> None:
@@ -321,7 +321,7 @@ class BatchedModelVersion(ModelVersion):
             [s.name for s in self.inputs],
             [o.name for o in self.outputs],
             self.stats.batch_executed,
-            inline_compute_us=inline_compute_us,
+            placement=placement,
             name=f"{name}/{version}",
         )
         self.stats.pending = lambda: self.batcher.pending
@@ -415,7 +415,7 @@ def serve(
     model_dir: Path,
     backend: Backend,
     metrics: Metrics,
-    inline_compute_us: int,
+    placement: Placement,
     cache: ResponseCache | None = None,
     stats_version: str = "",
 ) -> ModelVersion:
@@ -428,7 +428,7 @@ def serve(
             try:
                 warm_up(backend, config, model_dir)
                 return BatchedModelVersion(
-                    name, version, config, model_dir, backend, metrics, inline_compute_us, cache, stats_version
+                    name, version, config, model_dir, backend, metrics, placement, cache, stats_version
                 )
             except Exception:
                 backend.close()

@@ -21,6 +21,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from tritonclient.grpc import model_config_pb2 as mc
 
 from .backend import BackendUnreachable, FactoryFor, LoadError
+from .batching import Placement
 from .cache import ResponseCache
 from .errors import (
     Conflict,
@@ -73,7 +74,7 @@ class LoadOptions:
 
     intra_op_thread_count: int = 1
     ort_allow_spinning: bool = False
-    inline_compute_us: int = 100
+    placement: Placement = Placement(compute_us=100, alone_compute_us=1000)
     triton_url: str = ""
 
 
@@ -281,7 +282,7 @@ class ModelRepository:
             try:
                 backend = factory.load(config, model_dir, version, self.options)
                 loaded[version] = serve(
-                    name, version, config, model_dir, backend, self.metrics, self.options.inline_compute_us, self.cache
+                    name, version, config, model_dir, backend, self.metrics, self.options.placement, self.cache
                 )
             except (LoadError, ConfigError) as exc:
                 failed[version] = exc
@@ -306,7 +307,7 @@ class ModelRepository:
                 model_dir,
                 backend,
                 self.metrics,
-                self.options.inline_compute_us,
+                self.options.placement,
                 stats_version=label,
             )
 
