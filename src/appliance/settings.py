@@ -257,10 +257,11 @@ class Settings(BaseSettings):
     that arrive meanwhile queue up and batch. 0 turns it off."""
 
     inline_alone_compute_us: int = Field(default=1000, ge=0)
-    """A request that arrives alone at an idle model (nothing queued, no batch running, for longer than its
-    batch takes) also runs on the event loop thread if its measured compute time is under this many
-    microseconds: a lone client waits for no thread hand-off, while requests under load still go to the instance
-    thread and batch. It blocks the loop for at most this long. 0 turns it off."""
+    """A request that arrives alone at an idle model also runs on the event loop thread if its measured compute
+    time is under this many microseconds, the loop itself idled longer than that since the model's last batch,
+    and the model has not batched requests together for a second: a lone client waits for no thread hand-off,
+    while loads that batch still go to the instance thread. It blocks the loop for at most this long. 0 turns
+    it off."""
 
     cache_config: str = ""
     """Response cache, as Triton writes it, for the models whose config.pbtxt has
