@@ -152,10 +152,12 @@ def test_lone_requests_over_the_cap_stay_on_the_instance_thread() -> None:
 
 
 def test_back_to_back_requests_are_not_alone() -> None:
-    # Sent as soon as the last answered: the model idles for less than a 2 ms batch takes (under the 5 ms cap),
-    # so each batch goes to the instance thread, as under load, where requests queue there and batch.
-    recorder = Recorder(compute_s=0.002)
-    asyncio.run(_one_at_a_time(recorder, requests=5, alone_compute_us=5000))
+    # Sent as soon as the last answered: the loop idles for far less than a 4 ms batch takes (under the 10 ms
+    # cap), so each batch goes to the instance thread, as under load, where requests queue there and batch.
+    # (A loop thread waiting for a core counts as idle: the batch is long, so that a loaded machine's pause
+    # between two requests cannot pass for a lone client.)
+    recorder = Recorder(compute_s=0.004)
+    asyncio.run(_one_at_a_time(recorder, requests=5, alone_compute_us=10_000))
     assert set(recorder.threads) == {"m/1#0"}
 
 
