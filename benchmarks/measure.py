@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,9 @@ class Point:
     # % of one core used by the server's busiest thread (the appliance's: its event loop): where it nears 100, one
     # process is the limit however many cores there are
     top_thread_cpu_pct: float = 0.0
+    # Samples a batch the server executed in the window (inference count / execution count of its statistics
+    # extension); None where the server has no statistics (MLServer, the grpc-floor) or ran no batch
+    samples_per_execution: float | None = None
     loadavg_before: float = 0.0
 
 
@@ -144,6 +148,17 @@ def _server_cpu_seconds(server: RunningServer) -> float:
     return tree_cpu_seconds(server.process.pid) if server.process is not None else 0.0
 
 
+def _execution_counts(server: RunningServer, model: str) -> tuple[int, int] | None:
+    """The model's inference and execution counts, all versions, from the statistics extension
+    (``GET /v2/models/{model}/stats``, the same on Triton and the appliance); None where the server has none."""
+    try:
+        with urllib.request.urlopen(f"http://{server.http_url}/v2/models/{model}/stats", timeout=5) as response:
+            stats = json.load(response)["model_stats"]
+        return sum(int(s["inference_count"]) for s in stats), sum(int(s["execution_count"]) for s in stats)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_point(
     server: RunningServer,
     model: str,
@@ -175,10 +190,12 @@ def run_point(
         wall0, busy0 = time.perf_counter(), _cpu_busy_seconds()
         server0, client0 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
         threads0 = _server_threads(server)
+        counts0 = _execution_counts(server, model)
         client.expect("STOP", timeout_s=duration_s + 60)
         wall1, busy1 = time.perf_counter(), _cpu_busy_seconds()
         server1, client1 = _server_cpu_seconds(server), tree_cpu_seconds(client.process.pid)
         threads1 = _server_threads(server)
+        counts1 = _execution_counts(server, model)
         result = json.loads(client.expect("RESULT", timeout_s=120))
     finally:
         client.close()
@@ -188,6 +205,8 @@ def run_point(
     busiest = max((t - threads0.get(key, 0.0) for key, t in threads1.items()), default=0.0)
     point.top_thread_cpu_pct = busiest / wall * 100
     point.other_cpu_pct = max((busy1 - busy0) / wall * 100 - point.client_cpu_pct - point.server_cpu_pct, 0.0)
+    if counts0 is not None and counts1 is not None and counts1[1] > counts0[1]:
+        point.samples_per_execution = (counts1[0] - counts0[0]) / (counts1[1] - counts0[1])
     point.client_mode = result["spec"]["mode"]
     point.samples_per_s = result["rps"] * batch_size
     for key in ("rps", "p50_ms", "p95_ms", "p99_ms", "requests", "errors", "first_error", "elapsed_s"):

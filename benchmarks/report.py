@@ -33,9 +33,10 @@ _COLUMNS = (
     "other %",
     "server us/req",
     "top thread %",
+    "samples/exec",
     "errors",
 )
-_WIDTHS = (10, 6, 5, 8, 4, 5, 8, 9, 7, 7, 7, 8, 8, 7, 13, 12, 6)
+_WIDTHS = (10, 6, 5, 8, 4, 5, 8, 9, 7, 7, 7, 8, 8, 7, 13, 12, 12, 6)
 
 
 def _ms(value: float | None) -> str:
@@ -71,6 +72,7 @@ def format_points(points: Sequence[Point], header: bool = True) -> str:
             f"{p.other_cpu_pct:.0f}",
             "-" if (us := server_us_per_request(p)) is None else f"{us:.0f}",
             f"{p.top_thread_cpu_pct:.0f}",
+            "-" if p.samples_per_execution is None else f"{p.samples_per_execution:.2f}",
             str(p.errors),
         )
         rows.append("  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, _WIDTHS))))
