@@ -472,15 +472,19 @@ class DynamicBatcher:
         else:
             self._work[instance].put(batch)
 
+    def _floor(self, batch_size: int) -> float:
+        """The measured compute time of a batch of this size (its bucket's floor); inf until one has run."""
+        return self._compute_floor.get(batch_size.bit_length(), float("inf"))
+
     def _runs_inline(self, batch_size: int) -> bool:
-        return self._compute_floor.get(batch_size.bit_length(), float("inf")) < self._inline_compute_s
+        return self._floor(batch_size) < self._inline_compute_s
 
     def _runs_inline_alone(self, batch_size: int, now: float) -> bool:
         """A lone request on a model idle since the last batch: inline if its compute time is under the cap, the
         model has not batched requests together lately, and the loop thread itself idled longer than that compute
         time meanwhile (see :class:`Placement`). Under load the loop spends such a gap encoding and decoding other
         requests, and requests batch."""
-        compute = self._compute_floor.get(batch_size.bit_length(), float("inf"))
+        compute = self._floor(batch_size)
         if compute >= self._inline_alone_s or now - self._batched_at < _LONE_AFTER_S:
             return False
         loop_idle = (now - self._idle_since) - (time.thread_time() - self._idle_since_cpu)
@@ -538,7 +542,11 @@ class DynamicBatcher:
             if not self._retiring:
                 self._retired.set()
         self._inflight -= 1
-        self._idle_since, self._idle_since_cpu = time.monotonic(), time.thread_time()
+        self._idle_since = now = time.monotonic()
+        if self._inline_alone_s and now - self._batched_at >= _LONE_AFTER_S and not self._runs_inline(1):
+            # The loop's CPU time (a system call) only where the lone-request rule can apply: skipped, the older
+            # figure counts more CPU into the gap, so the rule errs towards the instance thread.
+            self._idle_since_cpu = time.thread_time()
         if isinstance(result, Exception):
             error = InternalError(f"model '{self._name}': execution failed: {result}")
             for p in batch:
