@@ -1,6 +1,7 @@
 """What bounds issue 8's unmet targets on this machine, measured side by side in one run.
 
-Three checks, each against the target it bounds (``report.py`` holds the targets):
+Five checks; the first three each bound a target (``report.py`` holds the targets), the last two say where
+the cost lies:
 
 1. MLP, gRPC, c=64, server CPU per request at most 1.25x the grpc.aio floor's. The floor (canned answers) is
    run twice: as is, and spending W us of CPU in each ModelInfer, where W is the appliance's own in-process cost
@@ -16,14 +17,18 @@ Three checks, each against the target it bounds (``report.py`` holds the targets
    budget: the floor's CPU for a tiny request (MLP, c=16: a shm request carries region names only), plus ONNX
    Runtime's CPU for one image sample at its cheapest batch size, plus the client's CPU per shm request.
 
-4. Where the appliance's own cost goes on the wire: the MLP at gRPC c=64 on ``benchmarks/stages.py``'s
+4. Where the image model's execution runs, over shared memory at c=16: on the instance thread (the appliance as
+   it is), nowhere (``stages.py``'s ``no-execution``: the front alone), and in a separate
+   process (its ``executor-process`` probe), beside Triton's shm.
+
+5. Where the appliance's own cost goes on the wire: the MLP at gRPC c=64 on ``benchmarks/stages.py``'s
    appliance cut after each stage of a request (a canned answer at once, after decoding, after the data plane,
    ONNX Runtime's run replaced by a recorded answer, the whole path), beside the in-process cost of the same
    handler.
 
 Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used.
 
-    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 7 minutes
+    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 8 minutes
     python benchmarks/limits.py --rounds 5 --duration 8
 """
 
@@ -51,7 +56,7 @@ from benchmarks.servers import (
     running_server,
     wait_models_ready,
 )
-from benchmarks.stages import STAGES
+from benchmarks.stages import PROBES, STAGES
 
 # (server, model, transport, concurrency) of each point of a round
 FLOOR_WORK = "floor+work"
@@ -68,6 +73,7 @@ POINTS: tuple[tuple[str, str, str, int], ...] = (
     ("triton", "image", "shm", IMAGE_CONCURRENCY),
 )
 POINTS += tuple((f"stage:{stage}", "mlp", "grpc", 64) for stage in STAGES)
+POINTS += tuple((f"stage:{probe}", "image", "shm", IMAGE_CONCURRENCY) for probe in PROBES)
 BATCHES = (1, 2, 4, 8, 16)
 
 
@@ -111,7 +117,7 @@ def servers(repo: Path, workdir: Path, work_us: int) -> Iterator[dict[str, Runni
             "grpc-floor": stack.enter_context(running_grpc_floor(repo, workdir / "floor")),
             FLOOR_WORK: stack.enter_context(running_grpc_floor(repo, workdir / "floor-work", work_us=work_us)),
         }
-        for stage in STAGES:
+        for stage in STAGES + PROBES:
             program = (sys.executable, str(Path(__file__).resolve().with_name("stages.py")), stage)
             started[f"stage:{stage}"] = stack.enter_context(
                 running_appliance(repo, workdir / f"stage-{stage}", program=program)
@@ -201,6 +207,15 @@ def verdicts(
         f"image shm c={c} >= {SHM_OVER_GRPC}x our gRPC and >= Triton's shm ({need:,.0f} req/s): {reckoned}: "
         + ("out of reach in one grpc.aio process" if shm_bound < need else "within the budget")
         + f"; appliance {shm[0].rps:,.0f} at {us('appliance', 'image', 'shm', c):.0f} us/req"
+    )
+
+    where = [("instance thread", "appliance"), *((probe, f"stage:{probe}") for probe in PROBES), ("triton", "triton")]
+    lines.append(
+        f"image shm c={c}, where execution runs: "
+        + ", ".join(
+            f"{label} {best[(target, 'image', 'shm', c)].rps:,.0f} req/s at {us(target, 'image', 'shm', c):.0f} us/req"
+            for label, target in where
+        )
     )
 
     stage_us = [us(f"stage:{stage}", "mlp", "grpc", 64) for stage in STAGES]
