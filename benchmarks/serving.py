@@ -2,12 +2,14 @@
 MLServer and the grpc.aio floor, side by side.
 
     python benchmarks/serving.py                       # everything, 8 s a point (~14 min)
+    python benchmarks/serving.py --rounds 3            # the same, each point's median of 3 interleaved rounds
     python benchmarks/serving.py --model-repository R --models resnet50 --targets appliance \
         --transports grpc --batch-size 16 --concurrency 2,4 --max-queue-delay-us 2000
     python benchmarks/serving.py --url orin.local:8000:8001 --models resnet50 --batch-size 16 ...
     python benchmarks/serving.py --targets triton --models mlp --duration 2 --concurrency 1,64
     python benchmarks/serving.py --soak 600            # RSS of our server under gRPC c=64 for 10 min
 
+All targets' servers run at once; each point is measured on every target in turn, ``--rounds`` times.
 Each point runs in a fresh client process (tritonclient; gRPC through grpc.aio, REST through gevent
 greenlets with binary tensors, shm as gRPC with system shared memory regions). CPU is read with psutil at
 the edges of the measured window, for the client process, for the server process and all its children, and
@@ -18,6 +20,7 @@ high).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -140,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per point")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="measure every point N times, each round over all targets in turn (all servers run at once); the "
+        "results and the verdicts use each point's median round by req/s",
+    )
+    parser.add_argument(
         "--warmup", type=float, default=2.0, help="seconds of the same load before each measured window"
     )
     parser.add_argument(
@@ -229,90 +240,135 @@ def run_references(args: argparse.Namespace, repo: Path) -> dict[str, Any]:
     return references
 
 
-def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], list[str], list[str]]:
-    """Every point on every target; returns the points, the failures and the points skipped (and why)."""
-    points: list[Point] = []
+def run_matrix(args: argparse.Namespace, workdir: Path) -> tuple[list[Point], list[Point], list[str], list[str]]:
+    """Every point on every target, ``--rounds`` times; returns each point's median round, every round's points,
+    the failures and the points skipped (and why)."""
+    rounds: dict[tuple[str, str, str, int, int], list[Point]] = {}
     failures: list[str] = []
     skipped: list[str] = []
     for delay in args.max_queue_delay_us:
-        if args.url:
-            _echo(f"== {args.url} (already running; delay {delay} us is a label only)")
-            try:
-                server = remote_server(args.url)
+        with contextlib.ExitStack() as stack:
+            servers = _start_servers(args, workdir, delay, stack, failures)
+            if servers:
+                names = ", ".join(server.target for server in servers)
+                _echo(f"== {names}, max_queue_delay_us={delay}, {args.rounds} round(s), each point on each in turn")
+                _measure_rounds(args, servers, delay, rounds, failures, skipped)
+    everything = [point for points in rounds.values() for point in points]
+    return [median_point(points) for points in rounds.values()], everything, failures, skipped
+
+
+def median_point(points: list[Point]) -> Point:
+    """The round of median req/s (its latency and CPU figures belong to the same window)."""
+    return sorted(points, key=lambda p: p.rps)[len(points) // 2]
+
+
+def _start_servers(
+    args: argparse.Namespace, workdir: Path, delay: int, stack: contextlib.ExitStack, failures: list[str]
+) -> list[RunningServer]:
+    """The servers of the run, all started before the first point (a server that fails to start is left out)."""
+    if args.url:
+        _echo(f"== {args.url} (already running; delay {delay} us is a label only)")
+        try:
+            server = remote_server(args.url)
+            wait_models_ready(server, args.models)
+            return [server]
+        except (ServerStartError, RuntimeError, TimeoutError) as exc:
+            failures.append(f"{args.url}: {exc}")
+            _echo(f"!! {args.url}: {exc}")
+            return []
+    repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
+    servers = []
+    for target in args.targets:
+        try:
+            server = stack.enter_context(
+                running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg, args.mlserver_workers)
+            )
+            if target != "grpc-floor":
                 wait_models_ready(server, args.models)
-                _measure_server(args, server, delay, points, failures, skipped)
-            except (ServerStartError, RuntimeError, TimeoutError) as exc:
-                failures.append(f"{args.url}: {exc}")
-                _echo(f"!! {args.url}: {exc}")
-            continue
-        repo = prepare_onnx_repository(workdir / f"onnx-{delay}", args.model_repository, delay)
-        for target in args.targets:
-            _echo(f"== {target}, max_queue_delay_us={delay}")
-            try:
-                with running_server(
-                    target, repo, workdir / f"{target}-{delay}", args.appliance_arg, args.mlserver_workers
-                ) as server:
-                    if target != "grpc-floor":
-                        wait_models_ready(server, args.models)
-                    _measure_server(args, server, delay, points, failures, skipped)
-            except (ServerStartError, RuntimeError, TimeoutError) as exc:
-                message = f"{target} (delay {delay} us): {exc}"
-                failures.append(message)
-                _echo(f"!! {message}")
-    return points, failures, skipped
+            servers.append(server)
+        except (ServerStartError, RuntimeError, TimeoutError) as exc:
+            message = f"{target} (delay {delay} us): {exc}"
+            failures.append(message)
+            _echo(f"!! {message}")
+    return servers
 
 
-def _transports(args: argparse.Namespace, server: RunningServer, model: str, skipped: list[str]) -> list[str]:
-    """The transports ``model`` is measured over on ``server`` (a skip is printed once per server)."""
-    chosen: list[str] = []
-    for transport in args.transports:
-        if server.target == "grpc-floor" and transport != "grpc":
-            continue  # the floor is gRPC only (canned answers: shm would carry no data)
-        if server.target == "mlserver" and transport == "http":
-            transport = "json"  # MLServer has no binary tensor extension: its REST is measured with JSON
-        if transport == "shm":
-            if model not in args.shm_models:
-                continue
-            if SHM_EXTENSION not in server_extensions(server):
-                note = f"{server.target} shm: skipped: server does not announce {SHM_EXTENSION}"
-                if note not in skipped:
-                    skipped.append(note)
-                    _echo(f"  {note}")
-                continue
-        if transport not in chosen:
-            chosen.append(transport)
-    return chosen
+def _transport_for(
+    args: argparse.Namespace, server: RunningServer, model: str, transport: str, skipped: list[str]
+) -> str:
+    """What ``transport`` becomes on ``server`` for ``model``: itself, ``json`` for MLServer's REST, or "" to skip
+    (a skip is printed once per server)."""
+    if server.target == "grpc-floor" and transport != "grpc":
+        return ""  # the floor is gRPC only (canned answers: shm would carry no data)
+    if server.target == "mlserver" and transport == "http":
+        return "json"  # MLServer has no binary tensor extension: its REST is measured with JSON
+    if transport == "shm":
+        if model not in args.shm_models:
+            return ""
+        if SHM_EXTENSION not in server_extensions(server):
+            note = f"{server.target} shm: skipped: server does not announce {SHM_EXTENSION}"
+            if note not in skipped:
+                skipped.append(note)
+                _echo(f"  {note}")
+            return ""
+    return transport
 
 
-def _measure_server(
+def _measure_rounds(
     args: argparse.Namespace,
-    server: RunningServer,
+    servers: list[RunningServer],
     delay: int,
-    points: list[Point],
+    rounds: dict[tuple[str, str, str, int, int], list[Point]],
     failures: list[str],
     skipped: list[str],
 ) -> None:
-    """Every model x transport x concurrency point on one started server."""
-    target = server.target
-    for model in args.models:
-        for transport in _transports(args, server, model, skipped):
-            mode = {"grpc": args.grpc_client, "http": args.http_client}.get(transport, "")
-            for concurrency in args.concurrency:
-                try:
-                    point = run_point(
-                        server, model, transport, concurrency, args.duration, args.warmup, delay, mode, args.batch_size
-                    )
-                except (RuntimeError, TimeoutError) as exc:
-                    message = (
-                        f"{target} {model} {transport} c={concurrency} batch {args.batch_size} delay {delay}: {exc}"
-                    )
-                    failures.append(message)
-                    _echo(f"!! {message}")
-                    if server.process is not None and server.process.poll() is not None:
-                        raise RuntimeError(f"{target} exited (log {server.log_path})") from exc
-                    continue
-                points.append(point)
-                _echo(format_points([point], header=False))
+    """Each model x transport x concurrency point on each server in turn, ``--rounds`` times: the targets' figures
+    for one point are taken minutes apart at most, whatever the length of the run."""
+    dead: set[str] = set()
+    for round_ in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            _echo(f"-- round {round_} of {args.rounds}")
+        measured: set[tuple[str, str, str, int, int]] = set()  # MLServer's http and json are both its json
+        for model in args.models:
+            for wanted in args.transports:
+                for concurrency in args.concurrency:
+                    for server in servers:
+                        transport = _transport_for(args, server, model, wanted, skipped)
+                        if not transport or server.target in dead:
+                            continue
+                        key = (server.target, model, transport, concurrency, delay)
+                        if key in measured:
+                            continue
+                        measured.add(key)
+                        point = _run(args, server, model, transport, concurrency, delay, failures)
+                        if point is not None:
+                            rounds.setdefault(key, []).append(point)
+                        elif server.process is not None and server.process.poll() is not None:
+                            dead.add(server.target)
+                            failures.append(f"{server.target} exited (log {server.log_path})")
+
+
+def _run(
+    args: argparse.Namespace,
+    server: RunningServer,
+    model: str,
+    transport: str,
+    concurrency: int,
+    delay: int,
+    failures: list[str],
+) -> Point | None:
+    mode = {"grpc": args.grpc_client, "http": args.http_client}.get(transport, "")
+    try:
+        point = run_point(
+            server, model, transport, concurrency, args.duration, args.warmup, delay, mode, args.batch_size
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        message = f"{server.target} {model} {transport} c={concurrency} batch {args.batch_size} delay {delay}: {exc}"
+        failures.append(message)
+        _echo(f"!! {message}")
+        return None
+    _echo(format_points([point], header=False))
+    return point
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> SoakResult:
@@ -338,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.url and args.soak > 0:
         parser.error("--soak reads the server's RSS: it starts the server here; leave out --url")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -365,11 +423,18 @@ def main(argv: list[str] | None = None) -> int:
                     args, prepare_onnx_repository(workdir / "onnx-ref", args.model_repository, None)
                 )
             _echo(format_points([], header=True))
-            points, failures, skipped = run_matrix(args, workdir)
+            points, every_round, failures, skipped = run_matrix(args, workdir)
             report.update(
-                references=references, points=[as_dict(p) for p in points], failures=failures, skipped=skipped
+                references=references,
+                points=[as_dict(p) for p in points],
+                rounds=[as_dict(p) for p in every_round],
+                failures=failures,
+                skipped=skipped,
             )
-            _echo("\n== results")
+            _echo(
+                "\n== results"
+                + (f" (each point's median of {args.rounds} rounds, by req/s)" if args.rounds > 1 else "")
+            )
             _echo(format_points(points, header=True))
             if references:
                 _echo(format_references(references))
