@@ -18,8 +18,8 @@ the cost lies:
    Runtime's CPU for one image sample at its cheapest batch size, plus the client's CPU per shm request.
 
 4. Where the image model's execution runs, over shared memory at c=16: on the instance thread (the appliance as
-   it is), nowhere (``stages.py``'s ``no-execution``: the front alone), and in a separate
-   process (its ``executor-process`` probe), beside Triton's shm.
+   it is), nowhere (``stages.py``'s ``no-execution``: the front alone), and in a separate process (its
+   ``executor-process`` probe), beside Triton's shm.
 
 5. Where the appliance's own cost goes on the wire: the MLP at gRPC c=64 on ``benchmarks/stages.py``'s
    appliance cut after each stage of a request (a canned answer at once, after decoding, after the data plane,
