@@ -130,7 +130,7 @@ def test_twenty_reloads_under_load_from_16_clients(server_factory, tmp_path: Pat
 
 
 def _slow_loading(repo: Path, adds: float) -> None:
-    """'swap' as a model whose load takes about a second: 160 warm-up runs of some milliseconds each."""
+    """'swap' as a model whose load takes about a second: 600 warm-up runs of 1-3 ms each (2-core machines)."""
     (repo / "swap" / "1").mkdir(parents=True, exist_ok=True)
     write_atomically(repo / "swap" / "1" / "model.onnx", models.slow_add_model(adds))
     (repo / "swap" / "config.pbtxt").write_text(
@@ -141,7 +141,7 @@ def _slow_loading(repo: Path, adds: float) -> None:
         input [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] } ]
         output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
         model_warmup [ {
-          name: "slow" batch_size: 1 count: 160
+          name: "slow" batch_size: 1 count: 600
           inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 2 ] zero_data: true } }
         } ]
         """

@@ -37,6 +37,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "update": {"core"},  # A/B updates (root's side and the record): file helpers only
     "datapart": set(),  # the data partition, made ready at boot before the service runs
     "panel": set(),  # the admin panel's HTML and static files: rendered by rest/panel.py, filled from /v2
+    "process": {"settings"},  # what serve sets up in its process before the servers start: the server calls it
     "server": None,
     "cli": None,
 }

@@ -32,7 +32,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     models.write_slow(root, "slow")  # x FP32 [B,4] -> y = x; n INT64 [B,1] says how long it runs
     models.write_identity(root, "BYTES", batched=True)
     models.write_identity(root, "FP16", batched=False)
-    with running_server(root, tmp_path_factory.mktemp("logs") / "shm-server.log") as process:
+    # Requests run on the instance thread even alone: a lone request on an idle model otherwise runs on the event
+    # loop when its measured compute is short (Placement), and "slow" measures short on small n, so a long one
+    # would block the loop and nothing could queue behind it (test_unregistering_a_region_while_...).
+    log = tmp_path_factory.mktemp("logs") / "shm-server.log"
+    with running_server(root, log, "--inline-alone-compute-us", "0") as process:
         yield process
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from .datapart import add_parser as data_parser
 from .settings import (
     ENV_PREFIX,
+    CpuSchedulingPolicy,
     MetricsAccess,
     ModelControlMode,
     Settings,
@@ -94,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--image-max-pixels", type=int, metavar="PIXELS", help=_doc("image_max_pixels"))
     serve.add_argument("--intra-op-thread-count", type=int, metavar="N", help=_doc("intra_op_thread_count"))
     serve.add_argument("--ort-allow-spinning", type=_bool, metavar="BOOL", help=_doc("ort_allow_spinning"))
+    serve.add_argument(
+        "--cpu-scheduling-policy",
+        choices=[p.value for p in CpuSchedulingPolicy],
+        help=_doc("cpu_scheduling_policy"),
+    )
     serve.add_argument("--inline-compute-us", type=int, metavar="US", help=_doc("inline_compute_us"))
     serve.add_argument("--inline-alone-compute-us", type=int, metavar="US", help=_doc("inline_alone_compute_us"))
     serve.add_argument(

@@ -25,6 +25,7 @@ from .core.logbuffer import RecentLogs
 from .device.jetson import DeviceTelemetry
 from .device.metrics import DeviceMetrics
 from .grpc.service import create_server
+from .process import set_up as set_up_process
 from .rest.app import create_app
 from .settings import Settings
 from .systemd.notify import Notifier
@@ -194,6 +195,7 @@ def _host(address: str) -> str:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain and return."""
+    set_up_process(settings)
     appliance = Appliance(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

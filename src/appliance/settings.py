@@ -56,6 +56,16 @@ class ModelControlMode(str, enum.Enum):
     load, removed ones unload, changed ones reload (hot-swap); the repository API cannot load or unload."""
 
 
+class CpuSchedulingPolicy(str, enum.Enum):
+    """The Linux scheduling policy of the server's threads, as systemd's ``CPUSchedulingPolicy=`` names it."""
+
+    OTHER = "other"
+    """``SCHED_OTHER``: a thread that wakes up may preempt the one running on its CPU."""
+    BATCH = "batch"
+    """``SCHED_BATCH``: the same share of the CPUs, but a thread that wakes up does not preempt the running one;
+    it runs when that one blocks or its time slice ends."""
+
+
 class MetricsAccess(str, enum.Enum):
     """Who may read ``/metrics`` without credentials when ``auth`` is on (with ``auth`` off, everyone)."""
 
@@ -251,6 +261,13 @@ class Settings(BaseSettings):
     ort_allow_spinning: bool = False
     """Let ONNX Runtime threads spin-wait for work. Off by default: spinning burns a core at low load."""
 
+    cpu_scheduling_policy: CpuSchedulingPolicy = CpuSchedulingPolicy.BATCH
+    """Linux scheduling policy of every thread of the server, set at start (threads started later inherit it).
+    ``batch`` (the default) keeps the server's own threads from preempting its event loop thread: grpc.aio's
+    completion-queue thread wakes up about five times for each gRPC request, and under ``other`` most of those
+    wake-ups preempted the event loop on a busy CPU (4-6 involuntary context switches a request). The CPU share
+    is the same under both policies; ``other`` lets the server's wake-ups preempt other processes again."""
+
     inline_compute_us: int = Field(default=100, ge=0)
     """Batches whose measured compute time is under this many microseconds run on the event loop thread,
     saving two thread hand-offs (tiny models); slower ones run on one thread per instance, where requests
@@ -260,8 +277,9 @@ class Settings(BaseSettings):
     """A request that arrives alone at an idle model also runs on the event loop thread if its measured compute
     time is under this many microseconds, the loop itself idled longer than that since the model's last batch,
     and the model has not batched requests together for a second: a lone client waits for no thread hand-off,
-    while loads that batch still go to the instance thread. It blocks the loop for at most this long. 0 turns
-    it off."""
+    while loads that batch still go to the instance thread. It blocks the loop for about that long, or longer
+    where a model's compute time depends on its input's values (a request far slower than the ones measured).
+    0 turns it off."""
 
     cache_config: str = ""
     """Response cache, as Triton writes it, for the models whose config.pbtxt has
