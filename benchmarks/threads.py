@@ -8,7 +8,7 @@ variant and round, variants interleaved round by round (this machine drifts). Co
         --variant batch: --variant other:--cpu-scheduling-policy=other
 
 A variant is ``LABEL:ARGS``, ARGS the extra ``appliance serve`` options separated by spaces (none: as is).
-``--grpc-floor`` measures the grpc.aio floor (``grpc_floor.py``) instead, as the one variant.
+``--grpc-floor`` measures the grpc.aio floor (``grpc_floor.py``) instead of any variant.
 Per thread: its name, CPU us a request, voluntary and involuntary context switches a request (a voluntary one
 is the thread waiting; an involuntary one is the thread preempted), minor page faults a request.
 """
@@ -106,7 +106,9 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:ARGS")
     parser.add_argument("--grpc-floor", action="store_true", help="measure the grpc.aio floor instead")
     args = parser.parse_args()
-    variants = [v.partition(":")[::2] for v in args.variant] or [("as-is", "")]
+    variants = (
+        [("grpc-floor", "")] if args.grpc_floor else [v.partition(":")[::2] for v in args.variant] or [("as-is", "")]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         repo = work / "repo"
@@ -119,7 +121,7 @@ def main() -> None:
         for round_ in range(1, args.rounds + 1):
             for label, extra in variants:
                 if args.grpc_floor:
-                    label, context = "grpc-floor", servers.running_grpc_floor(repo, work / "floor")
+                    context = servers.running_grpc_floor(repo, work / "floor")
                 else:
                     context = servers.running_appliance(repo, work / label, extra.split())
                 with context as server:
