@@ -2,19 +2,31 @@
 ``ModelMetadata`` and ``ModelInfer`` of the demo models with canned responses, doing no work at all.
 
 Run under the same load as the appliance (``serving.py --targets grpc-floor``), it shows how many requests a
-second grpc.aio itself can carry on this machine, before any decoding, scheduling or inference. With
+second grpc.aio itself can carry on this machine, before any decoding, scheduling or inference. Its process is
+set up as the appliance's (``appliance.process.set_up`` with the default settings: threads under SCHED_BATCH,
+fixed allocator thresholds), so that the work is the only difference. With
 ``--work-us N`` each ModelInfer first spends N microseconds of CPU on the loop thread, as a server's own work
 would (``benchmarks/limits.py`` sets N to the appliance's in-process cost of a request).
 
-    python -m benchmarks.grpc_floor --model-repository DIR --port PORT [--work-us N]
+With ``--minimal`` it is the grpc-minimal server instead: each ModelInfer does the least that any server running
+the model must do, and nothing else. It reads each input (raw contents, or a view of a registered system
+shared-memory region), runs ONNX Runtime on it at once on the loop thread (the request alone: no queue, no
+batching, no thread hand-off; one intra-op thread, no spinning, as the appliance), and writes each output (raw
+contents, or into a region). It checks nothing, keeps no statistics and answers no errors of its own: what a
+Python server on grpc.aio and ONNX Runtime cannot go below (``benchmarks/limits.py``).
+
+    python -m benchmarks.grpc_floor --model-repository DIR --port PORT [--work-us N | --minimal]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import mmap
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -48,9 +60,88 @@ def spend_cpu(seconds: float) -> None:
         pass
 
 
-async def serve(repo: Path, address: str, work_us: int = 0) -> None:
+class MinimalServer:
+    """ModelInfer with the least work (see the module's text), and the system shared-memory calls it needs."""
+
+    SHM_EXTENSION = "system_shared_memory"
+
+    def __init__(self, repo: Path) -> None:
+        import onnxruntime as ort
+
+        from appliance.core import datatypes
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._sessions: dict[str, Any] = {}
+        self._outputs: dict[str, list[str]] = {}
+        for folder in sorted(p for p in repo.iterdir() if (p / "config.pbtxt").is_file()):
+            version = max((v for v in folder.iterdir() if v.name.isdigit()), key=lambda v: int(v.name))
+            session = ort.InferenceSession(str(version / "model.onnx"), options, providers=["CPUExecutionProvider"])
+            self._sessions[folder.name] = session
+            self._outputs[folder.name] = [o.name for o in session.get_outputs()]
+        self._dtypes = {name: t.dtype for name, t in datatypes.BY_NAME.items() if name != "BYTES"}
+        self._datatypes = {t.dtype: name for name, t in datatypes.BY_NAME.items() if name != "BYTES"}
+        self._regions: dict[str, tuple[mmap.mmap, memoryview]] = {}
+
+    def register(self, request: pb.SystemSharedMemoryRegisterRequest, context: object) -> Any:
+        fd = os.open("/dev/shm/" + request.key.lstrip("/"), os.O_RDWR)
+        try:
+            mapped = mmap.mmap(fd, request.offset + request.byte_size)
+        finally:
+            os.close(fd)
+        self._regions[request.name] = (mapped, memoryview(mapped)[request.offset :])
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    def unregister(self, request: pb.SystemSharedMemoryUnregisterRequest, context: object) -> Any:
+        mapped, view = self._regions.pop(request.name)
+        view.release()
+        mapped.close()
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    def _region(self, params: Any) -> tuple[memoryview, int, int] | None:
+        if "shared_memory_region" not in params:
+            return None
+        _, view = self._regions[params["shared_memory_region"].string_param]
+        offset = params["shared_memory_offset"].int64_param if "shared_memory_offset" in params else 0
+        return view, offset, params["shared_memory_byte_size"].int64_param
+
+    def infer(self, request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
+        raw = iter(request.raw_input_contents)
+        feed = {}
+        for tensor in request.inputs:
+            dtype = self._dtypes[tensor.datatype]
+            where = self._region(tensor.parameters) if tensor.parameters else None
+            if where is None:
+                data = np.frombuffer(next(raw), dtype)
+            else:
+                view, offset, size = where
+                data = np.frombuffer(view, dtype, size // dtype.itemsize, offset)
+            feed[tensor.name] = data.reshape(tuple(tensor.shape))
+        names = self._outputs[request.model_name]
+        results = self._sessions[request.model_name].run(names, feed)
+        into = {o.name: o.parameters for o in request.outputs if o.parameters}
+        response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
+        for name, array in zip(names, results):
+            response.outputs.add(name=name, datatype=self._datatypes[array.dtype], shape=array.shape)
+            where = self._region(into[name]) if name in into else None
+            if where is None:
+                response.raw_output_contents.append(array.tobytes())
+            else:
+                view, offset, _ = where
+                view[offset : offset + array.nbytes] = array.tobytes()
+                response.raw_output_contents.append(b"")
+        return response
+
+
+async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = False) -> None:
+    from appliance.process import set_up
+    from appliance.settings import Settings
+
+    set_up(Settings())
     metadata, infer = canned_responses(repo)
     work_s = work_us / 1e6
+    minimal_server = MinimalServer(repo) if minimal else None
 
     async def model_metadata(request: pb.ModelMetadataRequest, context: object) -> pb.ModelMetadataResponse:
         return metadata[request.name]
@@ -58,6 +149,8 @@ async def serve(repo: Path, address: str, work_us: int = 0) -> None:
     async def model_infer(request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
         if work_s:
             spend_cpu(work_s)
+        if minimal_server is not None:
+            return minimal_server.infer(request, context)
         return infer[request.model_name]
 
     async def ready(request: object, context: object) -> pb.ServerReadyResponse:
@@ -74,6 +167,34 @@ async def serve(repo: Path, address: str, work_us: int = 0) -> None:
             ready, pb.ServerReadyRequest.FromString, pb.ServerReadyResponse.SerializeToString
         ),
     }
+    if minimal_server is not None:
+        shm = minimal_server
+
+        async def server_metadata(request: object, context: object) -> pb.ServerMetadataResponse:
+            return pb.ServerMetadataResponse(name="grpc-minimal", extensions=[MinimalServer.SHM_EXTENSION])
+
+        async def register(request: pb.SystemSharedMemoryRegisterRequest, context: object) -> Any:
+            return shm.register(request, context)
+
+        async def unregister(request: pb.SystemSharedMemoryUnregisterRequest, context: object) -> Any:
+            return shm.unregister(request, context)
+
+        for name, method, message, reply in (
+            ("ServerMetadata", server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+            (
+                "SystemSharedMemoryRegister",
+                register,
+                pb.SystemSharedMemoryRegisterRequest,
+                pb.SystemSharedMemoryRegisterResponse,
+            ),
+            (
+                "SystemSharedMemoryUnregister",
+                unregister,
+                pb.SystemSharedMemoryUnregisterRequest,
+                pb.SystemSharedMemoryUnregisterResponse,
+            ),
+        ):
+            handlers[name] = grpc.unary_unary_rpc_method_handler(method, message.FromString, reply.SerializeToString)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers),))
     server.add_insecure_port(address)
@@ -87,6 +208,9 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1", help="address to bind")
     parser.add_argument("--port", type=int, required=True, help="gRPC port")
     parser.add_argument("--work-us", type=int, default=0, help="CPU microseconds to spend in each ModelInfer")
+    parser.add_argument(
+        "--minimal", action="store_true", help="run the model for real with the least work (the grpc-minimal server)"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -95,7 +219,7 @@ def main() -> None:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args.model_repository, f"{args.address}:{args.port}", args.work_us))
+        runner.run(serve(args.model_repository, f"{args.address}:{args.port}", args.work_us, args.minimal))
 
 
 if __name__ == "__main__":

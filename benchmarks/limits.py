@@ -1,34 +1,37 @@
 """What bounds issue 8's unmet targets on this machine, measured side by side in one run.
 
-Five checks; the first three each bound a target (``report.py`` holds the targets), the last two say where
-the cost lies:
+The reference throughout is the grpc-minimal server (``grpc_floor.py --minimal``): grpc.aio running the model
+with the least work any server running it must do (read the inputs, run ONNX Runtime on the request alone,
+write the outputs; no checks, queue, batching or statistics), in a process set up as the appliance's. Where it
+misses a target, no Python server on grpc.aio and ONNX Runtime meets it on this machine, whatever its design.
 
-1. MLP, gRPC, c=64, server CPU per request at most 1.25x the grpc.aio floor's. The floor (canned answers) is
-   run twice: as is, and spending W us of CPU in each ModelInfer, where W is the appliance's own in-process cost
-   of a request (``hotpath.py``: decode, checks, batcher, ONNX Runtime, statistics, encode), measured first in
-   this run. If the floor plus W already costs more than 1.25x the plain floor, no grpc.aio server doing that
-   work meets the target; the appliance's ratio beside it shows how much of its cost is its own beyond W.
-2. CNN, gRPC, c=64, at least Triton's req/s. A CPU budget: a request costs at least the floor's server CPU for
-   the CNN (grpc.aio alone), plus ONNX Runtime's CPU for one CNN sample at its cheapest batch size (in process,
-   one intra-op thread), plus the client's CPU per request (the cheapest of the run's CNN points). The machine's
-   cores divided by that sum is the most any grpc.aio server running the model in its own process can answer
-   here, however it schedules, batches or threads.
-3. The image model over shared memory, c=16, at least 2x our gRPC and at least Triton's shm req/s. The same
-   budget: the floor's CPU for a tiny request (MLP, c=16: a shm request carries region names only), plus ONNX
-   Runtime's CPU for one image sample at its cheapest batch size, plus the client's CPU per shm request.
+1. MLP, gRPC, c=64, server CPU per request at most 1.25x the grpc.aio floor's (canned answers): grpc-minimal's
+   ratio to the floor beside the appliance's.
+2. CNN, gRPC, c=64, at least Triton's req/s. A CPU budget as well, since batching makes a CNN sample cheaper
+   and grpc-minimal does not batch: a request costs at least the floor's server CPU for the CNN, plus ONNX
+   Runtime's CPU for one CNN sample at its cheapest batch size (in process, one intra-op thread), plus the
+   client's CPU per request (the cheapest of the run's CNN points). The machine's cores divided by that sum is
+   the most any grpc.aio server running the model in its own process can answer here.
+3. The image model over shared memory, c=16, at least 2x our gRPC and at least Triton's shm req/s: grpc-minimal
+   over shm, and the same budget (the floor's CPU for a tiny request, MLP at c=16: a shm request carries region
+   names only).
+4. MLP, gRPC, c=1: p50 at most Triton's, and req/s at least 2x MLServer's (the lowest of the every-point target):
+   grpc-minimal's p50 and req/s beside both (at c=1 a request is always alone, so batching cannot help).
 
-4. Where the image model's execution runs, over shared memory at c=16: on the instance thread (the appliance as
+Then where the cost lies:
+
+5. Where the image model's execution runs, over shared memory at c=16: on the instance thread (the appliance as
    it is), nowhere (``stages.py``'s ``no-execution``: the front alone), and in a separate process (its
    ``executor-process`` probe), beside Triton's shm.
-
-5. Where the appliance's own cost goes on the wire: the MLP at gRPC c=64 on ``benchmarks/stages.py``'s
+6. Where the appliance's own cost goes on the wire: the MLP at gRPC c=64 on ``benchmarks/stages.py``'s
    appliance cut after each stage of a request (a canned answer at once, after decoding, after the data plane,
    ONNX Runtime's run replaced by a recorded answer, the whole path), beside the in-process cost of the same
-   handler.
+   handler (``hotpath.py``).
 
-Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used.
+Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used. MLServer
+comes from ``benchmarks/.venv-mlserver`` (see ``serving.py``); without it, its point is left out.
 
-    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 8 minutes
+    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 10 minutes
     python benchmarks/limits.py --rounds 5 --duration 8
 """
 
@@ -47,30 +50,43 @@ if __package__ in (None, ""):  # run as `python benchmarks/limits.py`: make `ben
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.measure import Point, onnxruntime_reference, run_point
-from benchmarks.report import CPU_OVER_FLOOR, IMAGE_CONCURRENCY, SHM_OVER_GRPC, format_points, server_us_per_request
+from benchmarks.report import (
+    CPU_OVER_FLOOR,
+    IMAGE_CONCURRENCY,
+    OVER_MLSERVER,
+    SHM_OVER_GRPC,
+    format_points,
+    server_us_per_request,
+)
 from benchmarks.servers import (
     RunningServer,
+    ServerStartError,
     prepare_onnx_repository,
     running_appliance,
-    running_grpc_floor,
     running_server,
     wait_models_ready,
 )
 from benchmarks.stages import PROBES, STAGES
 
 # (server, model, transport, concurrency) of each point of a round
-FLOOR_WORK = "floor+work"
+MINIMAL = "grpc-minimal"
 POINTS: tuple[tuple[str, str, str, int], ...] = (
     ("grpc-floor", "mlp", "grpc", 64),
-    (FLOOR_WORK, "mlp", "grpc", 64),
+    (MINIMAL, "mlp", "grpc", 64),
     ("appliance", "mlp", "grpc", 64),
     ("grpc-floor", "cnn", "grpc", 64),
+    (MINIMAL, "cnn", "grpc", 64),
     ("triton", "cnn", "grpc", 64),
     ("appliance", "cnn", "grpc", 64),
     ("grpc-floor", "mlp", "grpc", IMAGE_CONCURRENCY),
     ("appliance", "image", "grpc", IMAGE_CONCURRENCY),
+    (MINIMAL, "image", "shm", IMAGE_CONCURRENCY),
     ("appliance", "image", "shm", IMAGE_CONCURRENCY),
     ("triton", "image", "shm", IMAGE_CONCURRENCY),
+    (MINIMAL, "mlp", "grpc", 1),
+    ("appliance", "mlp", "grpc", 1),
+    ("triton", "mlp", "grpc", 1),
+    ("mlserver", "mlp", "grpc", 1),
 )
 POINTS += tuple((f"stage:{stage}", "mlp", "grpc", 64) for stage in STAGES)
 POINTS += tuple((f"stage:{probe}", "image", "shm", IMAGE_CONCURRENCY) for probe in PROBES)
@@ -109,21 +125,23 @@ def client_us(p: Point) -> float:
 
 
 @contextlib.contextmanager
-def servers(repo: Path, workdir: Path, work_us: int) -> Iterator[dict[str, RunningServer]]:
+def servers(repo: Path, workdir: Path) -> Iterator[dict[str, RunningServer]]:
     with contextlib.ExitStack() as stack:
         started = {
-            "appliance": stack.enter_context(running_server("appliance", repo, workdir)),
-            "triton": stack.enter_context(running_server("triton", repo, workdir)),
-            "grpc-floor": stack.enter_context(running_grpc_floor(repo, workdir / "floor")),
-            FLOOR_WORK: stack.enter_context(running_grpc_floor(repo, workdir / "floor-work", work_us=work_us)),
+            target: stack.enter_context(running_server(target, repo, workdir))
+            for target in ("appliance", "triton", "grpc-floor", MINIMAL)
         }
+        try:
+            started["mlserver"] = stack.enter_context(running_server("mlserver", repo, workdir))
+        except ServerStartError as exc:
+            print(f"mlserver left out: {exc}", file=sys.stderr)
         for stage in STAGES + PROBES:
             program = (sys.executable, str(Path(__file__).resolve().with_name("stages.py")), stage)
             started[f"stage:{stage}"] = stack.enter_context(
                 running_appliance(repo, workdir / f"stage-{stage}", program=program)
             )
         for name in started:
-            if name not in ("grpc-floor", FLOOR_WORK):
+            if name not in ("grpc-floor", MINIMAL):
                 wait_models_ready(started[name], ["mlp", "cnn", "image"])
         yield started
 
@@ -150,15 +168,17 @@ def main() -> int:
             row = ", ".join(f"batch {b}: {us:.0f}" for b, us in costs.items())
             print(f"ONNX Runtime CPU us a sample, 1 intra-op thread, {model}: {row}")
         runs: dict[tuple[str, str, str, int], list[Point]] = {key: [] for key in POINTS}
-        with servers(repo, Path(tmp) / "work", round(work_us)) as started:
+        with servers(repo, Path(tmp) / "work") as started:
             for round_ in range(args.rounds):
                 for key in POINTS:
                     target, model, transport, concurrency = key
+                    if target not in started:
+                        continue
                     point = run_point(started[target], model, transport, concurrency, args.duration, args.warmup, 0)
                     point.target = target
                     runs[key].append(point)
                     print(format_points([point], header=round_ == 0 and key == POINTS[0]), flush=True)
-    best = {key: median_point(points) for key, points in runs.items()}
+    best = {key: median_point(points) for key, points in runs.items() if points}
     print(f"\nmedians of {args.rounds} rounds:")
     print(format_points(list(best.values())))
     print()
@@ -174,11 +194,14 @@ def verdicts(
         return server_us_per_request(best[(target, model, transport, concurrency)]) or float("nan")
 
     lines = []
-    floor, with_work, ours = (us(t, "mlp", "grpc", 64) for t in ("grpc-floor", FLOOR_WORK, "appliance"))
-    reach = "out of reach for a grpc.aio server doing that work" if with_work > CPU_OVER_FLOOR * floor else "reachable"
+    floor, minimal, ours = (us(t, "mlp", "grpc", 64) for t in ("grpc-floor", MINIMAL, "appliance"))
+    reach = (
+        "out of reach for any grpc.aio server running the model" if minimal > CPU_OVER_FLOOR * floor else "reachable"
+    )
     lines.append(
-        f"mlp gRPC c=64 CPU <= {CPU_OVER_FLOOR}x floor: floor {floor:.0f} us/req; floor + {work_us:.0f} us of work "
-        f"{with_work:.0f} ({with_work / floor:.2f}x): {reach}; appliance {ours:.0f} ({ours / floor:.2f}x)"
+        f"mlp gRPC c=64 CPU <= {CPU_OVER_FLOOR}x floor: floor {floor:.0f} us/req; grpc-minimal {minimal:.0f} "
+        f"({minimal / floor:.2f}x): {reach}; appliance {ours:.0f} ({ours / floor:.2f}x, {ours - minimal:+.0f} us "
+        "over grpc-minimal)"
     )
 
     def budget(floor_us: float, compute_us: float, clients: list[Point]) -> tuple[float, str]:
@@ -196,6 +219,7 @@ def verdicts(
     lines.append(
         f"cnn gRPC c=64 >= Triton: {reckoned}, against Triton's {triton_cnn:,.0f}: "
         + ("out of reach in one grpc.aio process" if cnn_bound < triton_cnn else "within the budget")
+        + f"; grpc-minimal (no batching) {best[(MINIMAL, 'cnn', 'grpc', 64)].rps:,.0f}"
         + f"; appliance {best[('appliance', 'cnn', 'grpc', 64)].rps:,.0f}"
     )
 
@@ -203,11 +227,30 @@ def verdicts(
     shm = [best[(t, "image", "shm", c)] for t in ("appliance", "triton")]
     shm_bound, reckoned = budget(us("grpc-floor", "mlp", "grpc", c), min(compute["image"].values()), shm)
     need = max(SHM_OVER_GRPC * best[("appliance", "image", "grpc", c)].rps, best[("triton", "image", "shm", c)].rps)
+    minimal_shm = best[(MINIMAL, "image", "shm", c)]
     lines.append(
         f"image shm c={c} >= {SHM_OVER_GRPC}x our gRPC and >= Triton's shm ({need:,.0f} req/s): {reckoned}: "
         + ("out of reach in one grpc.aio process" if shm_bound < need else "within the budget")
+        + f"; grpc-minimal {minimal_shm.rps:,.0f} at {us(MINIMAL, 'image', 'shm', c):.0f} us/req"
+        + ("" if minimal_shm.rps >= need else " (short: out of reach for any grpc.aio server running the model)")
         + f"; appliance {shm[0].rps:,.0f} at {us('appliance', 'image', 'shm', c):.0f} us/req"
     )
+
+    lone = {t: best[(t, "mlp", "grpc", 1)] for t in (MINIMAL, "appliance", "triton")}
+    p50 = {t: p.p50_ms or float("nan") for t, p in lone.items()}
+    lines.append(
+        f"mlp gRPC c=1 p50 <= Triton's {p50['triton']:.2f} ms: grpc-minimal {p50[MINIMAL]:.2f} ms: "
+        + ("out of reach for any grpc.aio server" if p50[MINIMAL] > p50["triton"] else "reachable")
+        + f"; appliance {p50['appliance']:.2f} ms"
+    )
+    mlserver = best.get(("mlserver", "mlp", "grpc", 1))
+    if mlserver is not None:
+        need = OVER_MLSERVER * mlserver.rps
+        lines.append(
+            f"mlp gRPC c=1 >= {OVER_MLSERVER:g}x MLServer ({need:,.0f} req/s): grpc-minimal {lone[MINIMAL].rps:,.0f}: "
+            + ("out of reach for any grpc.aio server" if lone[MINIMAL].rps < need else "reachable")
+            + f"; appliance {lone['appliance'].rps:,.0f}"
+        )
 
     where = [("instance thread", "appliance"), *((probe, f"stage:{probe}") for probe in PROBES), ("triton", "triton")]
     lines.append(

@@ -51,7 +51,7 @@ class ServerStartError(RuntimeError):
 class RunningServer(ServerAddress):
     """What the benchmark needs of a started server."""
 
-    target: str  # "appliance", "triton", "grpc-floor", "mlserver" or "remote"
+    target: str  # "appliance", "triton", "grpc-floor", "grpc-minimal", "mlserver" or "remote"
     process: subprocess.Popen[bytes] | None  # None: a server already running elsewhere (no CPU or RSS read)
     log_path: Path
 
@@ -189,8 +189,8 @@ def running_server(
                 grpc_port=triton.grpc_port,
                 log_path=triton.log_path,
             )
-    elif target == "grpc-floor":
-        with running_grpc_floor(onnx_repo, workdir / "grpc-floor") as server:
+    elif target in ("grpc-floor", "grpc-minimal"):
+        with running_grpc_floor(onnx_repo, workdir / target, minimal=target == "grpc-minimal") as server:
             yield server
     elif target == "mlserver":
         from benchmarks.mlserver_target import MlserverStartError, running_mlserver, write_mlserver_repository
@@ -214,13 +214,17 @@ def running_server(
 
 
 @contextlib.contextmanager
-def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0) -> Iterator[RunningServer]:
+def running_grpc_floor(
+    repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0, minimal: bool = False
+) -> Iterator[RunningServer]:
     """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady;
-    ``work_us``: CPU microseconds it spends in each ModelInfer first."""
+    ``work_us``: CPU microseconds it spends in each ModelInfer first; ``minimal``: the grpc-minimal server
+    (it runs the model, with the least work; gRPC and system shared memory)."""
     import tritonclient.grpc as grpcclient
 
+    target = "grpc-minimal" if minimal else "grpc-floor"
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "grpc-floor.log"
+    log_path = workdir / f"{target}.log"
     (grpc_port,) = free_ports(1, host)
     command = [
         sys.executable,
@@ -234,6 +238,7 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1", work_
         str(grpc_port),
         "--work-us",
         str(work_us),
+        *(["--minimal"] if minimal else []),
     ]
     root = Path(__file__).resolve().parent.parent
     with log_path.open("ab") as log:
@@ -249,10 +254,10 @@ def running_grpc_floor(repo: Path, workdir: Path, host: str = "127.0.0.1", work_
             except Exception:  # noqa: BLE001 - not up yet
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ServerStartError(f"grpc-floor did not start (log {log_path}):\n{log_tail(log_path)}")
+                raise ServerStartError(f"{target} did not start (log {log_path}):\n{log_tail(log_path)}")
             time.sleep(0.1)
         yield RunningServer(
-            target="grpc-floor", process=process, host=host, http_port=0, grpc_port=grpc_port, log_path=log_path
+            target=target, process=process, host=host, http_port=0, grpc_port=grpc_port, log_path=log_path
         )
     finally:
         stop_process_group(process)

@@ -47,7 +47,9 @@ from benchmarks.servers import (
     wait_models_ready,
 )
 
-TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
+TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", "mlserver")
+DEFAULT_TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
+GRPC_ONLY = ("grpc-floor", "grpc-minimal")  # no REST, so no HTTP readiness to wait for
 TRANSPORTS = ("grpc", "http", "json", "shm")
 SHM_EXTENSION = "system_shared_memory"
 
@@ -82,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--targets",
         type=_csv(str, TARGETS),
-        default=",".join(TARGETS),
+        default=",".join(DEFAULT_TARGETS),
         help="servers to measure: appliance (`appliance serve`), triton (the real "
         "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
         "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling), "
+        "grpc-minimal (grpc.aio running the model with the least work: no checks, queue, batching or "
+        "statistics; gRPC and shm; not measured unless named), "
         "mlserver (Seldon MLServer from benchmarks/.venv-mlserver, a custom runtime running the same "
         "ONNX, adaptive batching on; REST with JSON tensors, no shm)",
     )
@@ -283,7 +287,7 @@ def _start_servers(
             server = stack.enter_context(
                 running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg, args.mlserver_workers)
             )
-            if target != "grpc-floor":
+            if target not in GRPC_ONLY:
                 wait_models_ready(server, args.models)
             servers.append(server)
         except (ServerStartError, RuntimeError, TimeoutError) as exc:
@@ -300,6 +304,8 @@ def _transport_for(
     (a skip is printed once per server)."""
     if server.target == "grpc-floor" and transport != "grpc":
         return ""  # the floor is gRPC only (canned answers: shm would carry no data)
+    if server.target == "grpc-minimal" and transport not in ("grpc", "shm"):
+        return ""
     if server.target == "mlserver" and transport == "http":
         return "json"  # MLServer has no binary tensor extension: its REST is measured with JSON
     if transport == "shm":
