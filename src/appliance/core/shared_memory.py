@@ -24,8 +24,7 @@ import math
 import mmap
 import os
 import stat
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ MAX_REGIONS = 256
 PARAM_REGION = "shared_memory_region"
 PARAM_OFFSET = "shared_memory_offset"
 PARAM_BYTE_SIZE = "shared_memory_byte_size"
+SHARED_MEMORY_PARAMS = (PARAM_REGION, PARAM_OFFSET, PARAM_BYTE_SIZE)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -221,13 +221,13 @@ class SharedMemoryRegistry:
 
     # -- requests --------------------------------------------------------------------------------
 
-    @contextmanager
-    def lease(self, request: InferRequest) -> Iterator[Lease]:
-        """Hold the regions ``request`` names for as long as it runs; every offset and size is checked first."""
+    def lease(self, request: InferRequest) -> Lease:
+        """Hold the regions ``request`` names for as long as it runs (use the lease as a context manager); every
+        offset and size is checked first. A plain class rather than a generator: this is on every shared-memory
+        request's path."""
         refs = [i.ref for i in request.shared_memory_inputs]
         refs += [o.shared_memory for o in request.outputs if o.shared_memory is not None]
         held: dict[str, _Region] = {}
-        lease: Lease | None = None
         try:
             for ref in refs:
                 region = self._regions.get(ref.region)
@@ -238,15 +238,17 @@ class SharedMemoryRegistry:
                     region.check_object()
                     region.users += 1
                     held[ref.region] = region
-            lease = Lease(request, held)
-            yield lease
-        finally:
-            if lease is not None:
-                lease.drop_views()
-            for region in held.values():
-                region.users -= 1
-                if region.unregistered and region.users == 0:
-                    region.close()
+        except BaseException:
+            _release(held.values())
+            raise
+        return Lease(request, held)
+
+
+def _release(regions: Iterable[_Region]) -> None:
+    for region in regions:
+        region.users -= 1
+        if region.unregistered and region.users == 0:
+            region.close()
 
 
 class Lease:
@@ -258,6 +260,13 @@ class Lease:
         self._request = request
         self._regions = regions
         self._views: list[InputTensor] = []
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop_views()
+        _release(self._regions.values())
 
     def drop_views(self) -> None:
         """Take the input views out of the request, so that a region unregistered meanwhile can be unmapped."""

@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from ..core import datatypes
 from ..core.errors import InvalidArgument
-from ..core.shared_memory import shared_memory_ref
+from ..core.shared_memory import SHARED_MEMORY_PARAMS, shared_memory_ref
 from ..core.types import InferRequest, InferResponse, InputTensor, RequestedOutput, SharedMemoryInput, SharedMemoryRef
 
 # Typed contents field of each datatype (FP16 has none: raw only).
@@ -50,9 +50,9 @@ def _int_parameter(params: Any, key: str, what: str) -> int:
 
 
 def _shared_memory(params: Any, what: str) -> SharedMemoryRef | None:
-    if not any(k.startswith("shared_memory_") for k in params):
-        return None
-    return shared_memory_ref({k: parameter_value(v) for k, v in params.items()}, what)
+    # Looked up key by key: iterating a protobuf map runs in Python, and this is on every request's path
+    found = {key: parameter_value(params[key]) for key in SHARED_MEMORY_PARAMS if key in params}
+    return shared_memory_ref(found, what) if found else None
 
 
 def decode_infer_request(message: pb.ModelInferRequest) -> InferRequest:
