@@ -31,7 +31,7 @@ Then where the cost lies:
 Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used. MLServer
 comes from ``benchmarks/.venv-mlserver`` (see ``serving.py``); without it, its point is left out.
 
-    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 10 minutes
+    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 17 minutes
     python benchmarks/limits.py --rounds 5 --duration 8
 """
 
