@@ -6,7 +6,7 @@ second grpc.aio itself can carry on this machine, before any decoding, schedulin
 set up as the appliance's (``appliance.process.set_up`` with the default settings: threads under SCHED_BATCH,
 fixed allocator thresholds), so that the work is the only difference. With
 ``--work-us N`` each ModelInfer first spends N microseconds of CPU on the loop thread, as a server's own work
-would (``benchmarks/limits.py`` sets N to the appliance's in-process cost of a request).
+would: what N microseconds of in-process work become on the wire.
 
 With ``--minimal`` it is the grpc-minimal server instead: each ModelInfer does the least that any server running
 the model must do, and nothing else. It reads each input (raw contents, or a view of a registered system
