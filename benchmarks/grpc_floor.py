@@ -32,6 +32,10 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from appliance.core import datatypes
+from appliance.core.shared_memory import PARAM_BYTE_SIZE, PARAM_OFFSET, PARAM_REGION
+from benchmarks.loadgen import SHM_EXTENSION
+
 
 def canned_responses(repo: Path) -> tuple[dict[str, pb.ModelMetadataResponse], dict[str, pb.ModelInferResponse]]:
     """Metadata and a batch-1 response of the right shape for each model of a Triton-layout repository."""
@@ -63,12 +67,8 @@ def spend_cpu(seconds: float) -> None:
 class MinimalServer:
     """ModelInfer with the least work (see the module's text), and the system shared-memory calls it needs."""
 
-    SHM_EXTENSION = "system_shared_memory"
-
     def __init__(self, repo: Path) -> None:
         import onnxruntime as ort
-
-        from appliance.core import datatypes
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -80,11 +80,9 @@ class MinimalServer:
             session = ort.InferenceSession(str(version / "model.onnx"), options, providers=["CPUExecutionProvider"])
             self._sessions[folder.name] = session
             self._outputs[folder.name] = [o.name for o in session.get_outputs()]
-        self._dtypes = {name: t.dtype for name, t in datatypes.BY_NAME.items() if name != "BYTES"}
-        self._datatypes = {t.dtype: name for name, t in datatypes.BY_NAME.items() if name != "BYTES"}
         self._regions: dict[str, tuple[mmap.mmap, memoryview]] = {}
 
-    def register(self, request: pb.SystemSharedMemoryRegisterRequest, context: object) -> Any:
+    async def register(self, request: pb.SystemSharedMemoryRegisterRequest, context: object) -> Any:
         fd = os.open("/dev/shm/" + request.key.lstrip("/"), os.O_RDWR)
         try:
             mapped = mmap.mmap(fd, request.offset + request.byte_size)
@@ -93,24 +91,24 @@ class MinimalServer:
         self._regions[request.name] = (mapped, memoryview(mapped)[request.offset :])
         return pb.SystemSharedMemoryRegisterResponse()
 
-    def unregister(self, request: pb.SystemSharedMemoryUnregisterRequest, context: object) -> Any:
+    async def unregister(self, request: pb.SystemSharedMemoryUnregisterRequest, context: object) -> Any:
         mapped, view = self._regions.pop(request.name)
         view.release()
         mapped.close()
         return pb.SystemSharedMemoryUnregisterResponse()
 
     def _region(self, params: Any) -> tuple[memoryview, int, int] | None:
-        if "shared_memory_region" not in params:
+        if PARAM_REGION not in params:
             return None
-        _, view = self._regions[params["shared_memory_region"].string_param]
-        offset = params["shared_memory_offset"].int64_param if "shared_memory_offset" in params else 0
-        return view, offset, params["shared_memory_byte_size"].int64_param
+        _, view = self._regions[params[PARAM_REGION].string_param]
+        offset = params[PARAM_OFFSET].int64_param if PARAM_OFFSET in params else 0
+        return view, offset, params[PARAM_BYTE_SIZE].int64_param
 
     def infer(self, request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
         raw = iter(request.raw_input_contents)
         feed = {}
         for tensor in request.inputs:
-            dtype = self._dtypes[tensor.datatype]
+            dtype = datatypes.BY_NAME[tensor.datatype].dtype
             where = self._region(tensor.parameters) if tensor.parameters else None
             if where is None:
                 data = np.frombuffer(next(raw), dtype)
@@ -123,7 +121,7 @@ class MinimalServer:
         into = {o.name: o.parameters for o in request.outputs if o.parameters}
         response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
         for name, array in zip(names, results):
-            response.outputs.add(name=name, datatype=self._datatypes[array.dtype], shape=array.shape)
+            response.outputs.add(name=name, datatype=datatypes.of_array(array).name, shape=array.shape)
             where = self._region(into[name]) if name in into else None
             if where is None:
                 response.raw_output_contents.append(array.tobytes())
@@ -168,28 +166,21 @@ async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = Fals
         ),
     }
     if minimal_server is not None:
-        shm = minimal_server
 
         async def server_metadata(request: object, context: object) -> pb.ServerMetadataResponse:
-            return pb.ServerMetadataResponse(name="grpc-minimal", extensions=[MinimalServer.SHM_EXTENSION])
-
-        async def register(request: pb.SystemSharedMemoryRegisterRequest, context: object) -> Any:
-            return shm.register(request, context)
-
-        async def unregister(request: pb.SystemSharedMemoryUnregisterRequest, context: object) -> Any:
-            return shm.unregister(request, context)
+            return pb.ServerMetadataResponse(name="grpc-minimal", extensions=[SHM_EXTENSION])
 
         for name, method, message, reply in (
             ("ServerMetadata", server_metadata, pb.ServerMetadataRequest, pb.ServerMetadataResponse),
             (
                 "SystemSharedMemoryRegister",
-                register,
+                minimal_server.register,
                 pb.SystemSharedMemoryRegisterRequest,
                 pb.SystemSharedMemoryRegisterResponse,
             ),
             (
                 "SystemSharedMemoryUnregister",
-                unregister,
+                minimal_server.unregister,
                 pb.SystemSharedMemoryUnregisterRequest,
                 pb.SystemSharedMemoryUnregisterResponse,
             ),

@@ -34,6 +34,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/serving.py`: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.loadgen import SHM_EXTENSION
 from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference, run_point, run_soak
 from benchmarks.mlserver_target import DEFAULT_WORKERS as MLSERVER_WORKERS
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
@@ -51,7 +52,6 @@ TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", "mlserver")
 DEFAULT_TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
 GRPC_ONLY = ("grpc-floor", "grpc-minimal")  # no REST, so no HTTP readiness to wait for
 TRANSPORTS = ("grpc", "http", "json", "shm")
-SHM_EXTENSION = "system_shared_memory"
 
 
 def _csv(kind: type, choices: tuple[str, ...] | None = None) -> Any:
