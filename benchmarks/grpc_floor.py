@@ -24,6 +24,8 @@ import argparse
 import asyncio
 import mmap
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -104,7 +106,8 @@ class MinimalServer:
         offset = params[PARAM_OFFSET].int64_param if PARAM_OFFSET in params else 0
         return view, offset, params[PARAM_BYTE_SIZE].int64_param
 
-    def infer(self, request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
+    def read(self, request: pb.ModelInferRequest) -> dict[str, np.ndarray]:
+        """The request's inputs, by name: views of its raw contents or of its regions."""
         raw = iter(request.raw_input_contents)
         feed = {}
         for tensor in request.inputs:
@@ -116,11 +119,20 @@ class MinimalServer:
                 view, offset, size = where
                 data = np.frombuffer(view, dtype, size // dtype.itemsize, offset)
             feed[tensor.name] = data.reshape(tuple(tensor.shape))
-        names = self._outputs[request.model_name]
-        results = self._sessions[request.model_name].run(names, feed)
+        return feed
+
+    def run(self, model: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """ONNX Runtime on ``feed``; the outputs in the order of ``self.output_names(model)``."""
+        return self._sessions[model].run(self._outputs[model], feed)  # type: ignore[no-any-return]
+
+    def output_names(self, model: str) -> list[str]:
+        return self._outputs[model]
+
+    def write(self, request: pb.ModelInferRequest, results: list[np.ndarray]) -> pb.ModelInferResponse:
+        """The response to ``request``: each output into its region, or as raw contents."""
         into = {o.name: o.parameters for o in request.outputs if o.parameters}
         response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
-        for name, array in zip(names, results):
+        for name, array in zip(self._outputs[request.model_name], results):
             response.outputs.add(name=name, datatype=datatypes.of_array(array).name, shape=array.shape)
             where = self._region(into[name]) if name in into else None
             if where is None:
@@ -131,8 +143,65 @@ class MinimalServer:
                 response.raw_output_contents.append(b"")
         return response
 
+    def infer(self, request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
+        return self.write(request, self.run(request.model_name, self.read(request)))
 
-async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = False) -> None:
+
+class MinimalBatcher:
+    """grpc-minimal's batching (``--batch``), with the least work: the requests of a model that wait while its one
+    ONNX Runtime run is busy form its next batch (no delay, no size limit beyond what waits, no priorities or
+    checks). ``thread``: runs go to one thread per model, so the loop keeps reading requests while one runs;
+    ``inline``: on the loop, batching what arrived in one pass of it."""
+
+    def __init__(self, server: MinimalServer, on_thread: bool) -> None:
+        self._server = server
+        self._on_thread = on_thread
+        self._loop = asyncio.get_running_loop()
+        self._waiting: dict[str, list[tuple[dict[str, np.ndarray], asyncio.Future[list[np.ndarray]]]]] = {}
+        self._busy: set[str] = set()
+        self._work: dict[str, queue.SimpleQueue[Any]] = {}
+
+    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        model = request.model_name
+        future: asyncio.Future[list[np.ndarray]] = self._loop.create_future()
+        self._waiting.setdefault(model, []).append((self._server.read(request), future))
+        if model not in self._busy:
+            self._busy.add(model)
+            self._loop.call_soon(self._next, model)
+        return self._server.write(request, await future)
+
+    def _next(self, model: str) -> None:
+        batch = self._waiting.pop(model, [])
+        if not batch:
+            self._busy.discard(model)
+            return
+        feeds = [feed for feed, _ in batch]
+        feed = feeds[0] if len(feeds) == 1 else {n: np.concatenate([f[n] for f in feeds]) for n in feeds[0]}
+        if not self._on_thread:
+            self._done(model, batch, self._server.run(model, feed))
+            return
+        if model not in self._work:
+            self._work[model] = queue.SimpleQueue()
+            threading.Thread(target=self._worker, args=(model,), daemon=True).start()
+        self._work[model].put((feed, batch))
+
+    def _worker(self, model: str) -> None:
+        while True:
+            feed, batch = self._work[model].get()
+            results = self._server.run(model, feed)
+            self._loop.call_soon_threadsafe(self._done, model, batch, results)
+            del feed, batch  # views of regions: held here, a region could not be unregistered
+
+    def _done(self, model: str, batch: list[Any], results: list[np.ndarray]) -> None:
+        start = 0
+        for feed, future in batch:
+            size = next(iter(feed.values())).shape[0]
+            future.set_result([r[start : start + size] for r in results])
+            start += size
+        self._next(model)
+
+
+async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = False, batch: str = "") -> None:
     from appliance.process import set_up
     from appliance.settings import Settings
 
@@ -140,6 +209,7 @@ async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = Fals
     metadata, infer = canned_responses(repo)
     work_s = work_us / 1e6
     minimal_server = MinimalServer(repo) if minimal else None
+    batcher = MinimalBatcher(minimal_server, batch == "thread") if minimal_server is not None and batch else None
 
     async def model_metadata(request: pb.ModelMetadataRequest, context: object) -> pb.ModelMetadataResponse:
         return metadata[request.name]
@@ -147,6 +217,8 @@ async def serve(repo: Path, address: str, work_us: int = 0, minimal: bool = Fals
     async def model_infer(request: pb.ModelInferRequest, context: object) -> pb.ModelInferResponse:
         if work_s:
             spend_cpu(work_s)
+        if batcher is not None:
+            return await batcher.infer(request)
         if minimal_server is not None:
             return minimal_server.infer(request, context)
         return infer[request.model_name]
@@ -202,7 +274,14 @@ def main() -> None:
     parser.add_argument(
         "--minimal", action="store_true", help="run the model for real with the least work (the grpc-minimal server)"
     )
+    parser.add_argument(
+        "--batch",
+        choices=["inline", "thread"],
+        help="with --minimal: batch the requests that wait while a run is busy, running on the loop or on a thread",
+    )
     args = parser.parse_args()
+    if args.batch and not args.minimal:
+        parser.error("--batch goes with --minimal")
     try:
         import uvloop
 
@@ -210,7 +289,8 @@ def main() -> None:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args.model_repository, f"{args.address}:{args.port}", args.work_us, args.minimal))
+        address = f"{args.address}:{args.port}"
+        runner.run(serve(args.model_repository, address, args.work_us, args.minimal, args.batch or ""))
 
 
 if __name__ == "__main__":

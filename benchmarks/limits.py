@@ -7,14 +7,15 @@ misses a target, no Python server on grpc.aio and ONNX Runtime meets it on this 
 
 1. MLP, gRPC, c=64, server CPU per request at most 1.25x the grpc.aio floor's (canned answers): grpc-minimal's
    ratio to the floor beside the appliance's.
-2. CNN, gRPC, c=64, at least Triton's req/s. A CPU budget as well, since batching makes a CNN sample cheaper
-   and grpc-minimal does not batch: a request costs at least the floor's server CPU for the CNN, plus ONNX
-   Runtime's CPU for one CNN sample at its cheapest batch size (in process, one intra-op thread), plus the
-   client's CPU per request (the cheapest of the run's CNN points). The machine's cores divided by that sum is
-   the most any grpc.aio server running the model in its own process can answer here.
+2. CNN, gRPC, c=64, at least Triton's req/s: grpc-minimal in its three forms, without batching and batching
+   (``grpc-minimal-batch``: the requests that wait while a run is busy form the next batch, run on a thread beside
+   the loop; ``grpc-minimal-batch-inline``: the same on the loop). A CPU budget as well: a request costs at least
+   the floor's server CPU for the CNN, plus ONNX Runtime's CPU for one CNN sample at its cheapest batch size (in
+   process, one intra-op thread), plus the client's CPU per request (the cheapest of the run's CNN points). The
+   machine's cores divided by that sum is the most the cores allow, if nothing else bound it.
 3. The image model over shared memory, c=16, at least 2x our gRPC and at least Triton's shm req/s: grpc-minimal
-   over shm, and the same budget (the floor's CPU for a tiny request, MLP at c=16: a shm request carries region
-   names only).
+   over shm in its three forms, and the same budget (the floor's CPU for a tiny request, MLP at c=16: a shm
+   request carries region names only).
 4. MLP, gRPC, c=1: p50 at most Triton's, and req/s at least 2x MLServer's (the lowest of the every-point target):
    grpc-minimal's p50 and req/s beside both (at c=1 a request is always alone, so batching cannot help).
 
@@ -31,7 +32,7 @@ Then where the cost lies:
 Points are interleaved over ``--rounds`` rounds (these machines are noisy) and the medians are used. MLServer
 comes from ``benchmarks/.venv-mlserver`` (see ``serving.py``); without it, its point is left out.
 
-    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 17 minutes
+    python benchmarks/limits.py                      # 3 rounds of 6 s points, about 20 minutes
     python benchmarks/limits.py --rounds 5 --duration 8
 """
 
@@ -59,6 +60,7 @@ from benchmarks.report import (
     server_us_per_request,
 )
 from benchmarks.servers import (
+    MINIMAL_BATCH,
     RunningServer,
     ServerStartError,
     prepare_onnx_repository,
@@ -70,17 +72,19 @@ from benchmarks.stages import PROBES, STAGES
 
 # (server, model, transport, concurrency) of each point of a round
 MINIMAL = "grpc-minimal"
+MINIMAL_FORMS = (MINIMAL, *MINIMAL_BATCH)  # without batching, batching on a thread, batching on the loop
+GRPC_FLOOR_SERVERS = ("grpc-floor", *MINIMAL_FORMS)  # grpc_floor.py's: no statistics or readiness of models
 POINTS: tuple[tuple[str, str, str, int], ...] = (
     ("grpc-floor", "mlp", "grpc", 64),
     (MINIMAL, "mlp", "grpc", 64),
     ("appliance", "mlp", "grpc", 64),
     ("grpc-floor", "cnn", "grpc", 64),
-    (MINIMAL, "cnn", "grpc", 64),
+    *((form, "cnn", "grpc", 64) for form in MINIMAL_FORMS),
     ("triton", "cnn", "grpc", 64),
     ("appliance", "cnn", "grpc", 64),
     ("grpc-floor", "mlp", "grpc", IMAGE_CONCURRENCY),
     ("appliance", "image", "grpc", IMAGE_CONCURRENCY),
-    (MINIMAL, "image", "shm", IMAGE_CONCURRENCY),
+    *((form, "image", "shm", IMAGE_CONCURRENCY) for form in MINIMAL_FORMS),
     ("appliance", "image", "shm", IMAGE_CONCURRENCY),
     ("triton", "image", "shm", IMAGE_CONCURRENCY),
     (MINIMAL, "mlp", "grpc", 1),
@@ -129,7 +133,7 @@ def servers(repo: Path, workdir: Path) -> Iterator[dict[str, RunningServer]]:
     with contextlib.ExitStack() as stack:
         started = {
             target: stack.enter_context(running_server(target, repo, workdir))
-            for target in ("appliance", "triton", "grpc-floor", MINIMAL)
+            for target in ("appliance", "triton", *GRPC_FLOOR_SERVERS)
         }
         try:
             started["mlserver"] = stack.enter_context(running_server("mlserver", repo, workdir))
@@ -141,7 +145,7 @@ def servers(repo: Path, workdir: Path) -> Iterator[dict[str, RunningServer]]:
                 running_appliance(repo, workdir / f"stage-{stage}", program=program)
             )
         for name in started:
-            if name not in ("grpc-floor", MINIMAL):
+            if name not in GRPC_FLOOR_SERVERS:
                 wait_models_ready(started[name], ["mlp", "cnn", "image"])
         yield started
 
@@ -216,23 +220,29 @@ def verdicts(
     cnn = [best[(t, "cnn", "grpc", 64)] for t in ("grpc-floor", "triton", "appliance")]
     cnn_bound, reckoned = budget(us("grpc-floor", "cnn", "grpc", 64), min(compute["cnn"].values()), cnn)
     triton_cnn = best[("triton", "cnn", "grpc", 64)].rps
+    forms = {form: best[(form, "cnn", "grpc", 64)].rps for form in MINIMAL_FORMS}
     lines.append(
-        f"cnn gRPC c=64 >= Triton: {reckoned}, against Triton's {triton_cnn:,.0f}: "
-        + ("out of reach in one grpc.aio process" if cnn_bound < triton_cnn else "within the budget")
-        + f"; grpc-minimal (no batching) {best[(MINIMAL, 'cnn', 'grpc', 64)].rps:,.0f}"
-        + f"; appliance {best[('appliance', 'cnn', 'grpc', 64)].rps:,.0f}"
+        f"cnn gRPC c=64 >= Triton's {triton_cnn:,.0f} req/s: "
+        + ", ".join(f"{form} {rps:,.0f} ({rps / triton_cnn:.2f}x)" for form, rps in forms.items())
+        + (
+            ": out of reach for any grpc.aio server running the model, batching or not"
+            if max(forms.values()) < triton_cnn
+            else ": reachable"
+        )
+        + f"; appliance {best[('appliance', 'cnn', 'grpc', 64)].rps:,.0f}; {reckoned}"
     )
 
     c = IMAGE_CONCURRENCY
     shm = [best[(t, "image", "shm", c)] for t in ("appliance", "triton")]
     shm_bound, reckoned = budget(us("grpc-floor", "mlp", "grpc", c), min(compute["image"].values()), shm)
     need = max(SHM_OVER_GRPC * best[("appliance", "image", "grpc", c)].rps, best[("triton", "image", "shm", c)].rps)
-    minimal_shm = best[(MINIMAL, "image", "shm", c)]
+    forms = {form: best[(form, "image", "shm", c)].rps for form in MINIMAL_FORMS}
     lines.append(
         f"image shm c={c} >= {SHM_OVER_GRPC}x our gRPC and >= Triton's shm ({need:,.0f} req/s): {reckoned}: "
         + ("out of reach in one grpc.aio process" if shm_bound < need else "within the budget")
-        + f"; grpc-minimal {minimal_shm.rps:,.0f} at {us(MINIMAL, 'image', 'shm', c):.0f} us/req"
-        + ("" if minimal_shm.rps >= need else " (short: out of reach for any grpc.aio server running the model)")
+        + "; "
+        + ", ".join(f"{form} {rps:,.0f} at {us(form, 'image', 'shm', c):.0f} us/req" for form, rps in forms.items())
+        + ("" if max(forms.values()) >= need else " (short: out of reach for any grpc.aio server running the model)")
         + f"; appliance {shm[0].rps:,.0f} at {us('appliance', 'image', 'shm', c):.0f} us/req"
     )
 

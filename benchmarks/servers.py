@@ -29,6 +29,7 @@ from appliance.reference_triton import (
 )
 
 __all__ = [
+    "MINIMAL_BATCH",
     "RunningServer",
     "ServerStartError",
     "appliance_command",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 
+# grpc-minimal with batching (``grpc_floor.py --minimal --batch``), by target
+MINIMAL_BATCH = {"grpc-minimal-batch": "thread", "grpc-minimal-batch-inline": "inline"}
+
+
 class ServerStartError(RuntimeError):
     """A server exited or was not ready in time; the message ends with the tail of its log."""
 
@@ -51,7 +56,7 @@ class ServerStartError(RuntimeError):
 class RunningServer(ServerAddress):
     """What the benchmark needs of a started server."""
 
-    target: str  # "appliance", "triton", "grpc-floor", "grpc-minimal", "mlserver" or "remote"
+    target: str  # "appliance", "triton", "grpc-floor", "grpc-minimal"[-batch[-inline]], "mlserver" or "remote"
     process: subprocess.Popen[bytes] | None  # None: a server already running elsewhere (no CPU or RSS read)
     log_path: Path
 
@@ -189,8 +194,9 @@ def running_server(
                 grpc_port=triton.grpc_port,
                 log_path=triton.log_path,
             )
-    elif target in ("grpc-floor", "grpc-minimal"):
-        with running_grpc_floor(onnx_repo, workdir / target, minimal=target == "grpc-minimal") as server:
+    elif target in MINIMAL_BATCH or target in ("grpc-floor", "grpc-minimal"):
+        minimal, batch = target != "grpc-floor", MINIMAL_BATCH.get(target, "")
+        with running_grpc_floor(onnx_repo, workdir / target, minimal=minimal, batch=batch) as server:
             yield server
     elif target == "mlserver":
         from benchmarks.mlserver_target import MlserverStartError, running_mlserver, write_mlserver_repository
@@ -215,14 +221,15 @@ def running_server(
 
 @contextlib.contextmanager
 def running_grpc_floor(
-    repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0, minimal: bool = False
+    repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0, minimal: bool = False, batch: str = ""
 ) -> Iterator[RunningServer]:
     """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady;
     ``work_us``: CPU microseconds it spends in each ModelInfer first; ``minimal``: the grpc-minimal server
-    (it runs the model, with the least work; gRPC and system shared memory)."""
+    (it runs the model, with the least work; gRPC and system shared memory); ``batch``: its batching, "thread" or
+    "inline" (``grpc_floor.py --batch``)."""
     import tritonclient.grpc as grpcclient
 
-    target = "grpc-minimal" if minimal else "grpc-floor"
+    target = next((t for t, b in MINIMAL_BATCH.items() if b == batch), "grpc-minimal") if minimal else "grpc-floor"
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{target}.log"
     (grpc_port,) = free_ports(1, host)
@@ -239,6 +246,7 @@ def running_grpc_floor(
         "--work-us",
         str(work_us),
         *(["--minimal"] if minimal else []),
+        *(["--batch", batch] if batch else []),
     ]
     root = Path(__file__).resolve().parent.parent
     with log_path.open("ab") as log:

@@ -39,6 +39,7 @@ from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference
 from benchmarks.mlserver_target import DEFAULT_WORKERS as MLSERVER_WORKERS
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import (
+    MINIMAL_BATCH,
     RunningServer,
     ServerStartError,
     prepare_onnx_repository,
@@ -48,9 +49,9 @@ from benchmarks.servers import (
     wait_models_ready,
 )
 
-TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", "mlserver")
+TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", *MINIMAL_BATCH, "mlserver")
 DEFAULT_TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
-GRPC_ONLY = ("grpc-floor", "grpc-minimal")  # no REST, so no HTTP readiness to wait for
+GRPC_ONLY = ("grpc-floor", "grpc-minimal", *MINIMAL_BATCH)  # no REST, so no HTTP readiness to wait for
 TRANSPORTS = ("grpc", "http", "json", "shm")
 
 
@@ -89,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "tritonserver 2.51 from nvidia-pytriton, python backend running the same ONNX), "
         "grpc-floor (grpc.aio answering canned responses: the Python gRPC stack's ceiling), "
         "grpc-minimal (grpc.aio running the model with the least work: no checks, queue, batching or "
-        "statistics; gRPC and shm; not measured unless named), "
+        "statistics; gRPC and shm; not measured unless named), grpc-minimal-batch and grpc-minimal-batch-inline "
+        "(grpc-minimal batching the requests that wait while a run is busy, running on a thread or on the loop), "
         "mlserver (Seldon MLServer from benchmarks/.venv-mlserver, a custom runtime running the same "
         "ONNX, adaptive batching on; REST with JSON tensors, no shm)",
     )
@@ -304,7 +306,7 @@ def _transport_for(
     (a skip is printed once per server)."""
     if server.target == "grpc-floor" and transport != "grpc":
         return ""  # the floor is gRPC only (canned answers: shm would carry no data)
-    if server.target == "grpc-minimal" and transport not in ("grpc", "shm"):
+    if server.target in GRPC_ONLY and transport not in ("grpc", "shm"):
         return ""
     if server.target == "mlserver" and transport == "http":
         return "json"  # MLServer has no binary tensor extension: its REST is measured with JSON

@@ -8,7 +8,10 @@ variant and round, variants interleaved round by round (this machine drifts). Co
         --variant batch: --variant other:--cpu-scheduling-policy=other
 
 A variant is ``LABEL:ARGS``, ARGS the extra ``appliance serve`` options separated by spaces (none: as is).
-``--grpc-floor`` measures the grpc.aio floor (``grpc_floor.py``) instead of any variant.
+``--reference TARGET`` measures a server of ``grpc_floor.py`` beside them in each round: ``grpc-floor`` (canned
+answers), ``grpc-minimal``, ``grpc-minimal-batch`` or ``grpc-minimal-batch-inline``; ``--grpc-floor`` is
+``--reference grpc-floor`` with no variant. ``--stage NAME`` measures the appliance cut or probed by
+``stages.py`` beside them (a stage or probe name).
 Per thread: its name, CPU us a request, voluntary and involuntary context switches a request (a voluntary one
 is the thread waiting; an involuntary one is the thread preempted), minor page faults a request.
 """
@@ -29,8 +32,10 @@ if __package__ in (None, ""):  # run as `python benchmarks/threads.py`: make `be
 
 from benchmarks import servers
 from benchmarks.image_model import write_image_model
+from benchmarks.stages import PROBES, STAGES
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
+STAGES_PY = LOADGEN.with_name("stages.py")
 TICK = os.sysconf("SC_CLK_TCK")
 Counters = dict[tuple[int, str], tuple[float, int, int, int]]  # (tid, name) -> cpu s, vol, invol, minflt
 
@@ -104,11 +109,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:ARGS")
-    parser.add_argument("--grpc-floor", action="store_true", help="measure the grpc.aio floor instead")
-    args = parser.parse_args()
-    variants = (
-        [("grpc-floor", "")] if args.grpc_floor else [v.partition(":")[::2] for v in args.variant] or [("as-is", "")]
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        choices=["grpc-floor", "grpc-minimal", *servers.MINIMAL_BATCH],
+        help="also measure this server of grpc_floor.py in each round (repeatable)",
     )
+    parser.add_argument(
+        "--stage", action="append", default=[], choices=STAGES + PROBES, help="also measure this stages.py server"
+    )
+    parser.add_argument("--grpc-floor", action="store_true", help="measure the grpc.aio floor alone")
+    args = parser.parse_args()
+    references = ["grpc-floor"] if args.grpc_floor else args.reference
+    variants = [v.partition(":")[::2] for v in args.variant] or ([] if args.grpc_floor else [("as-is", "")])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         repo = work / "repo"
@@ -119,9 +133,15 @@ def main() -> None:
 
             write_demo_repository(repo)
         for round_ in range(1, args.rounds + 1):
-            for label, extra in variants:
-                if args.grpc_floor:
-                    context = servers.running_grpc_floor(repo, work / "floor")
+            runs = [(label, extra, "") for label, extra in variants] + [(r, "", "reference") for r in references]
+            runs += [(f"stage:{stage}", "", "stage") for stage in args.stage]
+            for label, extra, kind in runs:
+                if kind == "stage":
+                    program = (sys.executable, str(STAGES_PY), label.removeprefix("stage:"))
+                    context = servers.running_appliance(repo, work / label, program=program)
+                elif kind == "reference":
+                    minimal, batch = label != "grpc-floor", servers.MINIMAL_BATCH.get(label, "")
+                    context = servers.running_grpc_floor(repo, work / label, minimal=minimal, batch=batch)
                 else:
                     context = servers.running_appliance(repo, work / label, extra.split())
                 with context as server:
