@@ -9,9 +9,9 @@ variant and round, variants interleaved round by round (this machine drifts). Co
 
 A variant is ``LABEL:ARGS``, ARGS the extra ``appliance serve`` options separated by spaces (none: as is).
 ``--reference TARGET`` measures a server of ``grpc_floor.py`` beside them in each round: ``grpc-floor`` (canned
-answers), ``grpc-minimal``, ``grpc-minimal-batch`` or ``grpc-minimal-batch-inline``; ``--grpc-floor`` is
-``--reference grpc-floor`` with no variant. ``--stage NAME`` measures the appliance cut or probed by
-``stages.py`` beside them (a stage or probe name).
+answers), ``grpc-minimal``, ``grpc-minimal-batch`` or ``grpc-minimal-batch-inline``. ``--grpc-floor`` is
+``--reference grpc-floor`` without the appliance as is (variants given are still measured). ``--stage NAME``
+measures the appliance cut or probed by ``stages.py`` beside them (a stage or probe name).
 Per thread: its name, CPU us a request, voluntary and involuntary context switches a request (a voluntary one
 is the thread waiting; an involuntary one is the thread preempted), minor page faults a request.
 """
@@ -119,7 +119,9 @@ def main() -> None:
     parser.add_argument(
         "--stage", action="append", default=[], choices=STAGES + PROBES, help="also measure this stages.py server"
     )
-    parser.add_argument("--grpc-floor", action="store_true", help="measure the grpc.aio floor alone")
+    parser.add_argument(
+        "--grpc-floor", action="store_true", help="measure the grpc.aio floor, and no appliance unless --variant"
+    )
     args = parser.parse_args()
     references = ["grpc-floor"] if args.grpc_floor else args.reference
     variants = [v.partition(":")[::2] for v in args.variant] or ([] if args.grpc_floor else [("as-is", "")])
