@@ -13,9 +13,12 @@ the model must do, and nothing else. It reads each input (raw contents, or a vie
 shared-memory region), runs ONNX Runtime on it at once on the loop thread (the request alone: no queue, no
 batching, no thread hand-off; one intra-op thread, no spinning, as the appliance), and writes each output (raw
 contents, or into a region). It checks nothing, keeps no statistics and answers no errors of its own: what a
-Python server on grpc.aio and ONNX Runtime cannot go below (``benchmarks/limits.py``).
+Python server on grpc.aio and ONNX Runtime cannot go below (``benchmarks/limits.py``). With ``--batch thread`` or
+``--batch inline`` as well (``grpc-minimal-batch``, ``grpc-minimal-batch-inline``) it batches with the least work:
+the requests of a model that wait while its one run is busy form its next batch, run on one thread beside the loop
+or on the loop.
 
-    python -m benchmarks.grpc_floor --model-repository DIR --port PORT [--work-us N | --minimal]
+    python -m benchmarks.grpc_floor --model-repository DIR --port PORT [--work-us N | --minimal [--batch thread|inline]]
 """
 
 from __future__ import annotations
@@ -122,11 +125,8 @@ class MinimalServer:
         return feed
 
     def run(self, model: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """ONNX Runtime on ``feed``; the outputs in the order of ``self.output_names(model)``."""
+        """ONNX Runtime on ``feed``; the outputs in the model's order."""
         return self._sessions[model].run(self._outputs[model], feed)  # type: ignore[no-any-return]
-
-    def output_names(self, model: str) -> list[str]:
-        return self._outputs[model]
 
     def write(self, request: pb.ModelInferRequest, results: list[np.ndarray]) -> pb.ModelInferResponse:
         """The response to ``request``: each output into its region, or as raw contents."""
