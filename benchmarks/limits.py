@@ -60,6 +60,7 @@ from benchmarks.report import (
     server_us_per_request,
 )
 from benchmarks.servers import (
+    GRPC_FLOOR_TARGETS,
     MINIMAL_BATCH,
     RunningServer,
     ServerStartError,
@@ -68,12 +69,11 @@ from benchmarks.servers import (
     running_server,
     wait_models_ready,
 )
-from benchmarks.stages import PROBES, STAGES
+from benchmarks.stages import PROBES, STAGES, stage_program
 
 # (server, model, transport, concurrency) of each point of a round
 MINIMAL = "grpc-minimal"
 MINIMAL_FORMS = (MINIMAL, *MINIMAL_BATCH)  # without batching, batching on a thread, batching on the loop
-GRPC_FLOOR_SERVERS = ("grpc-floor", *MINIMAL_FORMS)  # grpc_floor.py's: no statistics or readiness of models
 POINTS: tuple[tuple[str, str, str, int], ...] = (
     ("grpc-floor", "mlp", "grpc", 64),
     (MINIMAL, "mlp", "grpc", 64),
@@ -133,19 +133,18 @@ def servers(repo: Path, workdir: Path) -> Iterator[dict[str, RunningServer]]:
     with contextlib.ExitStack() as stack:
         started = {
             target: stack.enter_context(running_server(target, repo, workdir))
-            for target in ("appliance", "triton", *GRPC_FLOOR_SERVERS)
+            for target in ("appliance", "triton", *GRPC_FLOOR_TARGETS)
         }
         try:
             started["mlserver"] = stack.enter_context(running_server("mlserver", repo, workdir))
         except ServerStartError as exc:
             print(f"mlserver left out: {exc}", file=sys.stderr)
         for stage in STAGES + PROBES:
-            program = (sys.executable, str(Path(__file__).resolve().with_name("stages.py")), stage)
             started[f"stage:{stage}"] = stack.enter_context(
-                running_appliance(repo, workdir / f"stage-{stage}", program=program)
+                running_appliance(repo, workdir / f"stage-{stage}", program=stage_program(stage))
             )
         for name in started:
-            if name not in GRPC_FLOOR_SERVERS:
+            if name not in GRPC_FLOOR_TARGETS:
                 wait_models_ready(started[name], ["mlp", "cnn", "image"])
         yield started
 

@@ -29,6 +29,7 @@ from appliance.reference_triton import (
 )
 
 __all__ = [
+    "GRPC_FLOOR_TARGETS",
     "MINIMAL_BATCH",
     "RunningServer",
     "ServerStartError",
@@ -46,6 +47,8 @@ __all__ = [
 
 # grpc-minimal with batching (``grpc_floor.py --minimal --batch``), by target
 MINIMAL_BATCH = {"grpc-minimal-batch": "thread", "grpc-minimal-batch-inline": "inline"}
+# The targets of grpc_floor.py: gRPC only, no model statistics or readiness
+GRPC_FLOOR_TARGETS = ("grpc-floor", "grpc-minimal", *MINIMAL_BATCH)
 
 
 class ServerStartError(RuntimeError):
@@ -194,9 +197,8 @@ def running_server(
                 grpc_port=triton.grpc_port,
                 log_path=triton.log_path,
             )
-    elif target in MINIMAL_BATCH or target in ("grpc-floor", "grpc-minimal"):
-        minimal, batch = target != "grpc-floor", MINIMAL_BATCH.get(target, "")
-        with running_grpc_floor(onnx_repo, workdir / target, minimal=minimal, batch=batch) as server:
+    elif target in GRPC_FLOOR_TARGETS:
+        with running_grpc_floor(onnx_repo, workdir / target, target) as server:
             yield server
     elif target == "mlserver":
         from benchmarks.mlserver_target import MlserverStartError, running_mlserver, write_mlserver_repository
@@ -221,15 +223,17 @@ def running_server(
 
 @contextlib.contextmanager
 def running_grpc_floor(
-    repo: Path, workdir: Path, host: str = "127.0.0.1", work_us: int = 0, minimal: bool = False, batch: str = ""
+    repo: Path, workdir: Path, target: str = "grpc-floor", host: str = "127.0.0.1", work_us: int = 0
 ) -> Iterator[RunningServer]:
-    """``benchmarks/grpc_floor.py`` (canned answers, gRPC only) on a free port, once it answers ServerReady;
-    ``work_us``: CPU microseconds it spends in each ModelInfer first; ``minimal``: the grpc-minimal server
-    (it runs the model, with the least work; gRPC and system shared memory); ``batch``: its batching, "thread" or
-    "inline" (``grpc_floor.py --batch``)."""
+    """``benchmarks/grpc_floor.py`` (gRPC only) on a free port, once it answers ServerReady: ``target`` is one of
+    ``GRPC_FLOOR_TARGETS``, the floor (canned answers), the grpc-minimal server (it runs the model with the least
+    work; gRPC and system shared memory) or one of its batching forms (``grpc_floor.py --batch``);
+    ``work_us``: CPU microseconds it spends in each ModelInfer first."""
     import tritonclient.grpc as grpcclient
 
-    target = next((t for t, b in MINIMAL_BATCH.items() if b == batch), "grpc-minimal") if minimal else "grpc-floor"
+    if target not in GRPC_FLOOR_TARGETS:
+        raise ValueError(f"unknown target {target!r} of grpc_floor.py")
+    minimal, batch = target != "grpc-floor", MINIMAL_BATCH.get(target, "")
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / f"{target}.log"
     (grpc_port,) = free_ports(1, host)

@@ -39,6 +39,7 @@ from benchmarks.measure import Point, SoakResult, as_dict, onnxruntime_reference
 from benchmarks.mlserver_target import DEFAULT_WORKERS as MLSERVER_WORKERS
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import (
+    GRPC_FLOOR_TARGETS,
     MINIMAL_BATCH,
     RunningServer,
     ServerStartError,
@@ -51,7 +52,6 @@ from benchmarks.servers import (
 
 TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", *MINIMAL_BATCH, "mlserver")
 DEFAULT_TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
-GRPC_ONLY = ("grpc-floor", "grpc-minimal", *MINIMAL_BATCH)  # no REST, so no HTTP readiness to wait for
 TRANSPORTS = ("grpc", "http", "json", "shm")
 
 
@@ -289,7 +289,7 @@ def _start_servers(
             server = stack.enter_context(
                 running_server(target, repo, workdir / f"{target}-{delay}", args.appliance_arg, args.mlserver_workers)
             )
-            if target not in GRPC_ONLY:
+            if target not in GRPC_FLOOR_TARGETS:  # no REST, so no HTTP readiness to wait for
                 wait_models_ready(server, args.models)
             servers.append(server)
         except (ServerStartError, RuntimeError, TimeoutError) as exc:
@@ -306,7 +306,7 @@ def _transport_for(
     (a skip is printed once per server)."""
     if server.target == "grpc-floor" and transport != "grpc":
         return ""  # the floor is gRPC only (canned answers: shm would carry no data)
-    if server.target in GRPC_ONLY and transport not in ("grpc", "shm"):
+    if server.target in GRPC_FLOOR_TARGETS and transport not in ("grpc", "shm"):
         return ""
     if server.target == "mlserver" and transport == "http":
         return "json"  # MLServer has no binary tensor extension: its REST is measured with JSON

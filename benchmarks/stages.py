@@ -41,6 +41,11 @@ STAGES = ("canned", "decode", "dataplane", "no-onnxruntime", "full")
 PROBES = ("no-execution", "executor-process")
 
 
+def stage_program(stage: str) -> tuple[str, ...]:
+    """The command that replaces ``appliance`` to serve with ``stage`` (``servers.running_appliance(program=)``)."""
+    return (sys.executable, str(Path(__file__).resolve()), stage)
+
+
 def cut(stage: str, repo: Path) -> None:
     """Patch the appliance's classes so that a request stops after ``stage``."""
     from appliance.backends.onnxruntime import OnnxRuntimeBackend

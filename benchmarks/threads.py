@@ -32,10 +32,9 @@ if __package__ in (None, ""):  # run as `python benchmarks/threads.py`: make `be
 
 from benchmarks import servers
 from benchmarks.image_model import write_image_model
-from benchmarks.stages import PROBES, STAGES
+from benchmarks.stages import PROBES, STAGES, stage_program
 
 LOADGEN = Path(__file__).resolve().parent / "loadgen.py"
-STAGES_PY = LOADGEN.with_name("stages.py")
 TICK = os.sysconf("SC_CLK_TCK")
 Counters = dict[tuple[int, str], tuple[float, int, int, int]]  # (tid, name) -> cpu s, vol, invol, minflt
 
@@ -113,7 +112,7 @@ def main() -> None:
         "--reference",
         action="append",
         default=[],
-        choices=["grpc-floor", "grpc-minimal", *servers.MINIMAL_BATCH],
+        choices=servers.GRPC_FLOOR_TARGETS,
         help="also measure this server of grpc_floor.py in each round (repeatable)",
     )
     parser.add_argument(
@@ -139,11 +138,10 @@ def main() -> None:
             runs += [(f"stage:{stage}", "", "stage") for stage in args.stage]
             for label, extra, kind in runs:
                 if kind == "stage":
-                    program = (sys.executable, str(STAGES_PY), label.removeprefix("stage:"))
+                    program = stage_program(label.removeprefix("stage:"))
                     context = servers.running_appliance(repo, work / label, program=program)
                 elif kind == "reference":
-                    minimal, batch = label != "grpc-floor", servers.MINIMAL_BATCH.get(label, "")
-                    context = servers.running_grpc_floor(repo, work / label, minimal=minimal, batch=batch)
+                    context = servers.running_server(label, repo, work)
                 else:
                     context = servers.running_appliance(repo, work / label, extra.split())
                 with context as server:
