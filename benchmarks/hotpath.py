@@ -12,6 +12,8 @@ server spends more on the same code.
     python benchmarks/hotpath.py --auth               # with --auth true and an infer key in the metadata
     python benchmarks/hotpath.py --tracing            # tracing on (spans made and exported to a sink that
                                                       # drops them), a traceparent in the metadata
+    python benchmarks/hotpath.py --models image --shm  # the image model, inputs and outputs in system
+                                                      # shared-memory regions (as `serving.py`'s shm transport)
 
 With ``--routes``, each model is also called through ``<model>_route`` (one arm: the model) and ``<model>_ab``
 (two arms, 50/50: the model and ``<model>_b``, a copy, with a sticky key no request sends), in interleaved
@@ -25,6 +27,7 @@ import asyncio
 import cProfile
 import pstats
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +35,9 @@ from typing import Any
 
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
+
+if __package__ in (None, ""):  # run as `python benchmarks/hotpath.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def request_bytes(model: str, inputs: list[tuple[str, str, list[int]]]) -> bytes:
@@ -42,6 +48,34 @@ def request_bytes(model: str, inputs: list[tuple[str, str, list[int]]]) -> bytes
         tensor = message.inputs.add(name=name, datatype=datatype)
         tensor.shape.extend(shape)
         message.raw_input_contents.append(rng.random(shape).astype(np.float32).tobytes())
+    return message.SerializeToString()
+
+
+def shared_memory_request(dataplane: Any, model: str, regions: list[Any]) -> bytes:
+    """A batch-1 request with every input and output in a system shared-memory region of its own, registered
+    with the data plane; ``regions`` collects the regions (``tritonclient.utils.shared_memory`` handles)."""
+    import tritonclient.utils.shared_memory as shm
+
+    from appliance.core import datatypes
+
+    rng = np.random.default_rng(0)
+    meta = dataplane.model_metadata(model)
+    message = pb.ModelInferRequest(model_name=model)
+    for spec, is_input in [(i, True) for i in meta.inputs] + [(o, False) for o in meta.outputs]:
+        shape = [1, *spec.shape[1:]]
+        size = int(np.prod(shape)) * datatypes.by_name(spec.datatype, spec.name).dtype.itemsize
+        name = f"hotpath-{model}-{spec.name}"
+        region = shm.create_shared_memory_region(name, f"/{name}", size)
+        regions.append(region)
+        dataplane.register_system_shared_memory(name, f"/{name}", 0, size, True)
+        tensor = message.inputs.add(name=spec.name, datatype=spec.datatype) if is_input else message.outputs.add()
+        if is_input:
+            tensor.shape.extend(shape)
+            shm.set_shared_memory_region(region, [rng.random(shape).astype(np.float32)])
+        else:
+            tensor.name = spec.name
+        tensor.parameters["shared_memory_region"].string_param = name
+        tensor.parameters["shared_memory_byte_size"].int64_param = size
     return message.SerializeToString()
 
 
@@ -66,6 +100,7 @@ async def measure(
     routes: bool = False,
     auth: bool = False,
     tracing: bool = False,
+    shared_memory: bool = False,
 ) -> dict[str, float]:
     """Print, and return by model, the CPU microseconds of one request through the handler."""
     from appliance.backends import factory_for
@@ -93,11 +128,12 @@ async def measure(
     await dataplane.start()
     infer = handler_table(dataplane)["ModelInfer"]
     cpu_us: dict[str, float] = {}
+    regions: list[Any] = []
     try:
         for model in models:
             meta = dataplane.model_metadata(model)
             shapes = [(i.name, i.datatype, [1, *i.shape[1:]]) for i in meta.inputs]
-            data = request_bytes(model, shapes)
+            data = shared_memory_request(dataplane, model, regions) if shared_memory else request_bytes(model, shapes)
 
             async def one(data: bytes = data) -> bytes:
                 request: Any = infer.request_deserializer(data)
@@ -122,7 +158,7 @@ async def measure(
                 profiler.disable()
             print(
                 f"{model}: {elapsed / count * 1e6:7.1f} us per request, {cpu / count * 1e6:7.1f} us of CPU "
-                f"({count} requests, batch 1)"
+                f"({count} requests, batch 1{', shared memory' if shared_memory else ''})"
             )
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -130,6 +166,11 @@ async def measure(
         await dataplane.stop()
         if tracer is not None:
             tracer.shutdown()
+        if regions:
+            import tritonclient.utils.shared_memory as shm
+
+            for region in regions:
+                shm.destroy_shared_memory_region(region)
     return cpu_us
 
 
@@ -173,27 +214,44 @@ async def _compare_routes(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="mlp,cnn", help="demo models to measure")
+    parser.add_argument("--models", default="mlp,cnn", help="models to measure: mlp, cnn (the demo's), image")
     parser.add_argument("--count", type=int, default=20000, help="requests per model")
     parser.add_argument("--profile", action="store_true", help="print the top functions under cProfile")
     parser.add_argument("--routes", action="store_true", help="also through a route of one arm and one of two")
     parser.add_argument("--auth", action="store_true", help="auth on, an infer key in each request's metadata")
     parser.add_argument("--tracing", action="store_true", help="tracing on, spans dropped by the exporter")
+    parser.add_argument(
+        "--shm", action="store_true", help="inputs and outputs in system shared-memory regions (not with --routes)"
+    )
     args = parser.parse_args()
+    if args.shm and args.routes:
+        parser.error("--shm and --routes measure different things; give one")
     import uvloop
 
     from appliance.demo import write_demo_repository
+    from benchmarks.image_model import write_image_model
 
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         write_demo_repository(repo)
+        if "image" in args.models.split(","):
+            write_image_model(repo)
         for model in args.models.split(",") if args.routes else []:  # the second arm of the A/B route
             shutil.copytree(repo / model, repo / f"{model}_b")
             config = repo / f"{model}_b" / "config.pbtxt"
             config.write_text(config.read_text().replace(f'name: "{model}"', f'name: "{model}_b"'))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(
-                measure(repo, args.models.split(","), args.count, args.profile, args.routes, args.auth, args.tracing)
+                measure(
+                    repo,
+                    args.models.split(","),
+                    args.count,
+                    args.profile,
+                    args.routes,
+                    args.auth,
+                    args.tracing,
+                    args.shm,
+                )
             )
 
 

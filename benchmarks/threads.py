@@ -14,6 +14,10 @@ answers), ``grpc-minimal``, ``grpc-minimal-batch`` or ``grpc-minimal-batch-inlin
 measures the appliance cut or probed by ``stages.py`` beside them (a stage or probe name).
 Per thread: its name, CPU us a request, voluntary and involuntary context switches a request (a voluntary one
 is the thread waiting; an involuntary one is the thread preempted), minor page faults a request.
+
+``--perf`` also samples the server over the same window with ``perf record -e cpu-clock`` (Debian's
+``linux-perf``; no hardware counters needed) and prints CPU us a request by shared object: the interpreter
+(``libpython``), grpc's Cython and C core (``cygrpc``), ONNX Runtime, the kernel, ...
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -60,7 +66,31 @@ def thread_counters(pid: int) -> Counters:
     return counters
 
 
-def measure(server: servers.RunningServer, args: argparse.Namespace) -> tuple[float, list[str]]:
+def perf_by_object(data: Path, requests: float) -> list[str]:
+    """``perf report`` of a recording: CPU us a request for each shared object over 1 us."""
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "-n", "--sort", "dso"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    cpu_ns, parsed = 0.0, []
+    for line in report.splitlines():
+        fields = line.split()
+        if line.startswith("# Event count (approx.):"):  # cpu-clock counts nanoseconds
+            cpu_ns = float(fields[-1])
+        elif not line.startswith("#") and len(fields) >= 3 and fields[0].endswith("%"):  # "12.34%  2201  libc.so.6"
+            parsed.append((int(fields[1]), fields[2]))
+    samples = sum(n for n, _ in parsed) or 1
+    rows = []
+    for n, name in parsed:
+        us = cpu_ns * n / samples / 1e3 / requests
+        if us >= 1:
+            rows.append(f"    {name:<40} {us:7.1f}")
+    return rows
+
+
+def measure(server: servers.RunningServer, args: argparse.Namespace, work: Path) -> tuple[float, list[str]]:
     assert server.process is not None
     pid = server.process.pid
     spec = {
@@ -76,11 +106,19 @@ def measure(server: servers.RunningServer, args: argparse.Namespace) -> tuple[fl
     start: Counters = {}
     stop: Counters = {}
     result: dict[str, Any] = {}
+    perf: subprocess.Popen[bytes] | None = None
+    data = work / "perf.data"
     for line in load.stdout:
         if line.startswith("START"):
             start = thread_counters(pid)
+            if args.perf:
+                record = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-p", str(pid), "-o", str(data)]
+                perf = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif line.startswith("STOP"):
             stop = thread_counters(pid)
+            if perf is not None:
+                perf.send_signal(signal.SIGINT)
+                perf.wait()
         elif line.startswith("RESULT "):
             result = json.loads(line[len("RESULT ") :])
     if load.wait() != 0 or not result or not stop:
@@ -96,6 +134,9 @@ def measure(server: servers.RunningServer, args: argparse.Namespace) -> tuple[fl
         if per[0] >= 1 or per[1] >= 0.05:
             rows.append(f"    {key[1]:<16} {per[0]:7.0f} {per[1]:7.2f} {per[2]:7.2f} {per[3]:8.1f}")
     rows.append(f"    {'all threads':<16} {total[0]:7.0f} {total[1]:7.2f} {total[2]:7.2f} {total[3]:8.1f}")
+    if perf is not None:
+        rows.append(f"    {'shared object (perf)':<40} {'cpu us':>7}   (a request)")
+        rows += perf_by_object(data, requests)
     return result["rps"], rows
 
 
@@ -121,7 +162,12 @@ def main() -> None:
     parser.add_argument(
         "--grpc-floor", action="store_true", help="measure the grpc.aio floor, and no appliance unless --variant"
     )
+    parser.add_argument(
+        "--perf", action="store_true", help="also sample the server with perf and print CPU a request by shared object"
+    )
     args = parser.parse_args()
+    if args.perf and shutil.which("perf") is None:
+        parser.error("--perf needs the perf command (Debian: apt install linux-perf)")
     references = ["grpc-floor"] if args.grpc_floor else args.reference
     variants = [v.partition(":")[::2] for v in args.variant] or ([] if args.grpc_floor else [("as-is", "")])
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +191,7 @@ def main() -> None:
                 else:
                     context = servers.running_appliance(repo, work / label, extra.split())
                 with context as server:
-                    rps, rows = measure(server, args)
+                    rps, rows = measure(server, args, work)
                 print(f"round {round_} {label}: {args.model} {args.transport} c={args.concurrency}, {rps:,.0f} req/s")
                 print(f"    {'thread':<16} {'cpu us':>7} {'vol':>7} {'invol':>7} {'faults':>8}   (a request)")
                 print("\n".join(rows), flush=True)
