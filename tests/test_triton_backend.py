@@ -88,6 +88,8 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
             ports = (triton.http_port, triton.grpc_port, triton.metrics_port)
             os.killpg(triton.process.pid, signal.SIGKILL)
             triton.process.wait()
+            left = list(Path("/dev/shm").glob(f"{triton.shm_prefix}*"))
+            assert left  # the python backend's objects outlive a killed server ...
             _wait_for(lambda: not client.is_model_ready("mlp"))
             with pytest.raises(InferenceServerException) as info:
                 _infer(client, x)
@@ -101,6 +103,7 @@ def test_triton_served_model_loads_serves_and_recovers(triton_repo: Path, tmp_pa
             ):
                 _wait_for(lambda: client.is_model_ready("mlp"))
                 np.testing.assert_allclose(_infer(client, x), expected, rtol=1e-5, atol=1e-6)
+    assert not [path for path in left if path.exists()]  # ... until its context removes them
 
 
 def test_unload_and_load_propagate_to_triton(triton_repo: Path, tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ The wheel ships only Triton's *python* backend, so an ONNX model repository is s
     with running_tritonserver(repo, tmp / "triton") as server:
         client = tritonclient.grpc.InferenceServerClient(server.grpc_url)
 
-Nothing here binds a fixed port, and the server (with its python-backend stubs) is stopped on exit. The
+Nothing here binds a fixed port, and the server (with its python-backend stubs) is stopped on exit, with the
+shared-memory objects its python backend made (a killed server leaves them in ``/dev/shm``). The
 process helpers (``free_ports``, ``wait_http_ready``, ``popen_kwargs``, ``stop_process_group``, ``log_tail``)
 also start the appliance next to it in the benchmarks.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -150,11 +152,13 @@ class ServerAddress:
 
 @dataclass(kw_only=True)
 class TritonServer(ServerAddress):
-    """A running tritonserver; ``process`` is the server (its stubs are in its process group)."""
+    """A running tritonserver; ``process`` is the server (its stubs are in its process group). Its python
+    backend's shared-memory objects are ``/dev/shm/<shm_prefix>*``."""
 
     process: subprocess.Popen[bytes]
     metrics_port: int
     log_path: Path
+    shm_prefix: str
 
     @property
     def metrics_url(self) -> str:
@@ -322,6 +326,16 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout_s: float = 15.0
         process.wait(timeout=5.0)
 
 
+SHM_ROOT = Path("/dev/shm")
+
+
+def _remove_shared_memory(prefix: str) -> None:
+    """Unlink the shared-memory objects whose names start with ``prefix``. A tritonserver stopped cleanly unlinks
+    its python backend's objects itself; one killed (SIGKILL, a crash) leaves them."""
+    for path in SHM_ROOT.glob(f"{prefix}*"):
+        path.unlink(missing_ok=True)
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -357,6 +371,9 @@ def running_tritonserver(
     log_path = workdir / "tritonserver.log"
     for attempt in range(1, attempts + 1):
         http_port, grpc_port, metrics_port = ports or free_ports(3, host)
+        # Names of its own, so that what a killed server leaves can be found and removed (Triton's default
+        # prefix is shared by every server on the machine).
+        shm_prefix = f"triton_python_backend_shm_region_{os.getpid()}_{secrets.token_hex(4)}_"
         command = [
             str(install.binary),
             f"--model-repository={repo}",
@@ -371,6 +388,7 @@ def running_tritonserver(
             f"--metrics-port={metrics_port}",
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             *extra_args,
         ]
         with log_path.open("ab") as log:
@@ -391,6 +409,7 @@ def running_tritonserver(
             grpc_port=grpc_port,
             metrics_port=metrics_port,
             log_path=log_path,
+            shm_prefix=shm_prefix,
         )
         try:
             ready = wait_http_ready(f"http://{host}:{http_port}/v2/health/ready", ready_timeout_s, process)
@@ -400,6 +419,7 @@ def running_tritonserver(
             exited = process.poll() is not None
         finally:
             stop_process_group(process)
+            _remove_shared_memory(shm_prefix)
         if not exited or attempt == attempts:
             raise TritonStartError(
                 f"tritonserver {'exited' if exited else 'was not ready in time'} (log {log_path}):\n"
