@@ -74,7 +74,9 @@ def test_a_model_with_requests_in_flight_is_never_parked(tmp_path: Path, server_
     server = server_factory(repo)
     inputs = [httpclient.InferInput("x", [1, 4], "FP32"), httpclient.InferInput("n", [1, 1], "INT64")]
     inputs[0].set_data_from_numpy(np.ones((1, 4), np.float32))
-    inputs[1].set_data_from_numpy(np.full((1, 1), 200, np.int64))  # about a second of compute each
+    # About 0.9 s of compute each on the development machine (200 was 90 ms: the running request could end
+    # between the queue check and the park, and the park saw one request in flight, not two).
+    inputs[1].set_data_from_numpy(np.full((1, 1), 2000, np.int64))
 
     def long_request(_: int) -> tuple[int, ...]:
         return tuple(server.http(network_timeout=120).infer("slow", inputs).as_numpy("y").shape)
