@@ -40,7 +40,6 @@ from benchmarks.mlserver_target import DEFAULT_WORKERS as MLSERVER_WORKERS
 from benchmarks.report import evaluate_targets, format_points, format_references, format_soak, format_targets
 from benchmarks.servers import (
     GRPC_FLOOR_TARGETS,
-    MINIMAL_BATCH,
     RunningServer,
     ServerStartError,
     prepare_onnx_repository,
@@ -50,7 +49,7 @@ from benchmarks.servers import (
     wait_models_ready,
 )
 
-TARGETS = ("appliance", "triton", "grpc-floor", "grpc-minimal", *MINIMAL_BATCH, "mlserver")
+TARGETS = ("appliance", "triton", *GRPC_FLOOR_TARGETS, "mlserver")
 DEFAULT_TARGETS = ("appliance", "triton", "grpc-floor", "mlserver")
 TRANSPORTS = ("grpc", "http", "json", "shm")
 
